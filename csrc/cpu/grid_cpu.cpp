@@ -1,0 +1,340 @@
+// CPU drivers of the grid-density ops: split the work with at::parallel_for (so torch's thread
+// count is honoured and no second thread pool competes with torch's) and run the tile loops of
+// csrc/include/prism/grid.h and histogram_blocks.h on each part.
+#include <ATen/Parallel.h>
+#include <ATen/ops/zeros.h>
+#include <ATen/ops/empty.h>
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <type_traits>
+#include <vector>
+
+#include "../ops/ops.h"
+#include "histogram_blocks.h"
+#include "prism/grid.h"
+#include "prism/thresholds.h"
+
+namespace prism {
+
+namespace {
+
+using grid::Axis;
+
+// Per-thread uint32 histograms are used while all of them together stay under this size; beyond
+// it every thread owns a slice of the output instead and scans all the points.
+constexpr int64_t kPrivateHistogramBytes = int64_t{64} << 20;
+constexpr int64_t kMinPointsPerTask = 1 << 14;
+// A private uint32 counter cannot overflow if its task has fewer points than this.
+constexpr int64_t kMaxPointsPerTask = int64_t{1} << 31;
+
+struct GridArgs {
+  int64_t num_points;
+  int32_t dims;
+  int64_t num_groups;
+  int64_t num_cells;
+  int64_t points_per_group;
+  const int64_t* group_ids;  // nullptr: point i is in group i / points_per_group
+};
+
+GridArgs check_grid_args(const at::Tensor& points, const std::optional<at::Tensor>& group_ids,
+                         const at::Tensor& edges, at::IntArrayRef bins, int64_t points_per_group) {
+  TORCH_CHECK(points.dim() == 2 && points.is_contiguous(), "points must be a contiguous [N, D] tensor");
+  TORCH_CHECK(points.scalar_type() == at::kFloat || points.scalar_type() == at::kDouble,
+              "points must be float32 or float64");
+  const int64_t dims = points.size(1);
+  TORCH_CHECK(dims >= 1 && dims <= 3, "points must have D in 1..3");
+  TORCH_CHECK(static_cast<int64_t>(bins.size()) == dims, "bins must have one entry per axis");
+  TORCH_CHECK(edges.dim() == 3 && edges.scalar_type() == at::kDouble && edges.is_contiguous() &&
+                  edges.size(1) == dims,
+              "edges must be a contiguous float64 [G, D, M + 1] tensor");
+  GridArgs args{points.size(0), static_cast<int32_t>(dims), edges.size(0), 1, points_per_group, nullptr};
+  for (int64_t d = 0; d < dims; ++d) {
+    TORCH_CHECK(bins[d] >= 1 && bins[d] + 1 <= edges.size(2) && bins[d] < (int64_t{1} << 31),
+                "bins[", d, "] out of range");
+    args.num_cells *= bins[d];
+  }
+  if (group_ids.has_value()) {
+    const at::Tensor& g = *group_ids;
+    TORCH_CHECK(g.dim() == 1 && g.size(0) == args.num_points && g.scalar_type() == at::kLong &&
+                    g.is_contiguous(),
+                "group_ids must be a contiguous int64 [N] tensor");
+    args.group_ids = g.data_ptr<int64_t>();
+  } else {
+    TORCH_CHECK(points_per_group >= 1 || args.num_points == 0, "points_per_group must be >= 1");
+    TORCH_CHECK(args.num_points <= args.num_groups * std::max<int64_t>(points_per_group, 0),
+                "more points than groups * points_per_group");
+  }
+  return args;
+}
+
+// Binning tables of every (group, axis): thresholds in the points' precision plus first-guess
+// parameters. Group g, axis d is axes[g * D + d].
+template <typename T>
+struct AxisTables {
+  std::vector<T> thresholds;
+  std::vector<Axis<T>> axes;
+  std::vector<float> margins;  // float32 fast-path margins (cpu::guess_margin), float points only
+
+  AxisTables(const at::Tensor& edges, at::IntArrayRef bins) {
+    const int64_t groups = edges.size(0), dims = edges.size(1), stride = edges.size(2);
+    const double* e = edges.data_ptr<double>();
+    thresholds.resize(groups * dims * stride);
+    axes.resize(groups * dims);
+    margins.resize(groups * dims);
+    for (int64_t gd = 0; gd < groups * dims; ++gd) {
+      const int32_t n = static_cast<int32_t>(bins[gd % dims]);
+      const double* axis_edges = e + gd * stride;
+      T* thr = thresholds.data() + gd * stride;
+      if constexpr (std::is_same_v<T, float>)
+        grid::float32_thresholds(axis_edges, n, thr);
+      else
+        grid::float64_thresholds(axis_edges, n, thr);
+      Axis<T>& axis = axes[gd];
+      axis.thresholds = thr;
+      axis.bins = n;
+      grid::axis_guess<T>(axis_edges, n, thr, &axis.lower, &axis.scale);
+      margins[gd] = cpu::guess_margin(axis_edges, n);
+    }
+  }
+};
+
+// Adds points [begin, end) to `hist` [G * C]; see cpu::histogram_block for kSliced.
+template <typename T, typename Counter, bool kSliced>
+void accumulate_points(const T* points, int64_t begin, int64_t end, const GridArgs& args,
+                       const Axis<T>* axes, const float* margins, bool prefetch, Counter* hist,
+                       int64_t cell_begin, int64_t cell_end, int64_t* dropped) {
+  const int32_t dims = args.dims;
+  const int64_t cells = args.num_cells;
+  if (args.group_ids != nullptr) {  // ragged groups: look the group up per point
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t g = args.group_ids[i];
+      const int64_t cell = grid::cell_of<T>(points + i * dims, dims, axes + g * dims);
+      if (cell < 0) {
+        ++dropped[g];
+        continue;
+      }
+      const int64_t flat = g * cells + cell;
+      if (kSliced && (flat < cell_begin || flat >= cell_end)) continue;
+      ++hist[flat];
+    }
+    return;
+  }
+  // Batched groups: walk the range one group segment at a time so each segment has fixed tables.
+  for (int64_t start = begin; start < end;) {
+    const int64_t g = start / args.points_per_group;
+    const int64_t stop = std::min(end, (g + 1) * args.points_per_group);
+    const int64_t base = g * cells;
+    if (!kSliced || (base < cell_end && base + cells > cell_begin)) {
+      const T* block = points + start * dims;
+      const Axis<T>* group_axes = axes + g * dims;
+      bool use_avx2 = false;
+      if constexpr (std::is_same_v<T, float>) use_avx2 = cpu::avx2_cells_applicable(dims, group_axes, cells);
+      cpu::histogram_block<T, Counter, kSliced>(block, stop - start, dims, group_axes, margins + g * dims,
+                                                use_avx2, prefetch, hist + base, cell_begin - base,
+                                                cell_end - base, dropped + g);
+    }
+    start = stop;
+  }
+}
+
+template <typename T>
+void histogram_impl(const at::Tensor& points, const GridArgs& args, const at::Tensor& edges,
+                    at::IntArrayRef bins, at::Tensor& counts, at::Tensor& dropped) {
+  const AxisTables<T> tables(edges, bins);
+  const T* pts = points.data_ptr<T>();
+  const Axis<T>* axes = tables.axes.data();
+  const float* margins = tables.margins.data();
+  const int64_t total_cells = args.num_groups * args.num_cells;
+  const int64_t n = args.num_points;
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  int64_t tasks = std::min<int64_t>(threads, std::max<int64_t>(1, n / kMinPointsPerTask));
+  tasks = std::max<int64_t>(tasks, (n + kMaxPointsPerTask - 1) / kMaxPointsPerTask);
+  int64_t* out = counts.data_ptr<int64_t>();
+  int64_t* lost = dropped.data_ptr<int64_t>();
+
+  const bool use_private = total_cells * 4 * tasks <= kPrivateHistogramBytes;
+  if (use_private) {
+    counts.zero_();
+    // Each task counts its share of the points into its own uint32 histogram; then they are summed.
+    std::vector<std::unique_ptr<uint32_t[]>> partial(tasks);
+    std::vector<std::vector<int64_t>> partial_lost(tasks, std::vector<int64_t>(args.num_groups, 0));
+    at::parallel_for(0, tasks, 1, [&](int64_t first, int64_t last) {
+      for (int64_t t = first; t < last; ++t) {
+        partial[t].reset(new uint32_t[total_cells]());
+        accumulate_points<T, uint32_t, false>(pts, n * t / tasks, n * (t + 1) / tasks, args, axes, margins,
+                                              false, partial[t].get(), 0, total_cells,
+                                              partial_lost[t].data());
+      }
+    });
+    at::parallel_for(0, total_cells, 1 << 14, [&](int64_t first, int64_t last) {
+      for (int64_t t = 0; t < tasks; ++t) {
+        const uint32_t* part = partial[t].get();
+        for (int64_t c = first; c < last; ++c) out[c] += part[c];
+      }
+    });
+    for (int64_t t = 0; t < tasks; ++t)
+      for (int64_t g = 0; g < args.num_groups; ++g) lost[g] += partial_lost[t][g];
+    return;
+  }
+  // Each slice owns a contiguous range of output cells and scans the points, skipping the groups
+  // that fall outside its range; no extra memory, and no reduction over a large grid.
+  const int64_t slices = std::min<int64_t>(threads, std::max<int64_t>(1, total_cells));
+  const bool prefetch = total_cells * static_cast<int64_t>(sizeof(int64_t)) / slices > (int64_t{4} << 20);
+  std::vector<std::vector<int64_t>> slice_lost(slices, std::vector<int64_t>(args.num_groups, 0));
+  at::parallel_for(0, slices, 1, [&](int64_t first, int64_t last) {
+    for (int64_t s = first; s < last; ++s) {
+      const int64_t cell_begin = total_cells * s / slices;
+      const int64_t cell_end = total_cells * (s + 1) / slices;
+      // First touch of the output pages happens here, in the thread that will count into them.
+      std::memset(out + cell_begin, 0, sizeof(int64_t) * (cell_end - cell_begin));
+      accumulate_points<T, int64_t, true>(pts, 0, n, args, axes, margins, prefetch, out, cell_begin,
+                                          cell_end, slice_lost[s].data());
+    }
+  });
+  // Every slice saw every point of the groups it touched; the slice holding a group's first cell
+  // reports that group's dropped points.
+  for (int64_t s = 0; s < slices; ++s) {
+    const int64_t cell_begin = total_cells * s / slices, cell_end = total_cells * (s + 1) / slices;
+    for (int64_t g = 0; g < args.num_groups; ++g)
+      if (g * args.num_cells >= cell_begin && g * args.num_cells < cell_end) lost[g] = slice_lost[s][g];
+  }
+}
+
+template <typename T>
+void cells_impl(const at::Tensor& points, const GridArgs& args, const at::Tensor& edges, at::IntArrayRef bins,
+                at::Tensor& cells) {
+  const AxisTables<T> tables(edges, bins);
+  const T* pts = points.data_ptr<T>();
+  const Axis<T>* axes = tables.axes.data();
+  int64_t* out = cells.data_ptr<int64_t>();
+  const int32_t dims = args.dims;
+  at::parallel_for(0, args.num_points, kMinPointsPerTask, [&](int64_t first, int64_t last) {
+    if (args.group_ids != nullptr) {
+      for (int64_t i = first; i < last; ++i)
+        out[i] = grid::cell_of<T>(pts + i * dims, dims, axes + args.group_ids[i] * dims);
+      return;
+    }
+    for (int64_t start = first; start < last;) {  // one group segment at a time
+      const int64_t g = start / args.points_per_group;
+      const int64_t stop = std::min(last, (g + 1) * args.points_per_group);
+      const Axis<T>* group_axes = axes + g * dims;
+      if constexpr (std::is_same_v<T, float>) {
+        if (cpu::avx2_cells_applicable(dims, group_axes, args.num_cells)) {
+          cpu::cells_avx2(pts + start * dims, stop - start, dims, group_axes, tables.margins.data() + g * dims,
+                          out + start);
+          start = stop;
+          continue;
+        }
+      }
+      cpu::cells_scalar<T>(pts + start * dims, stop - start, dims, group_axes, out + start);
+      start = stop;
+    }
+  });
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> grid_histogram_cpu(const at::Tensor& points,
+                                                      const std::optional<at::Tensor>& group_ids,
+                                                      const at::Tensor& edges, at::IntArrayRef bins,
+                                                      int64_t points_per_group) {
+  const GridArgs args = check_grid_args(points, group_ids, edges, bins, points_per_group);
+  at::Tensor counts = at::empty({args.num_groups, args.num_cells}, points.options().dtype(at::kLong));
+  at::Tensor dropped = at::zeros({args.num_groups}, points.options().dtype(at::kLong));
+  if (points.scalar_type() == at::kFloat)
+    histogram_impl<float>(points, args, edges, bins, counts, dropped);
+  else
+    histogram_impl<double>(points, args, edges, bins, counts, dropped);
+  return {counts, dropped};
+}
+
+at::Tensor grid_cells_cpu(const at::Tensor& points, const std::optional<at::Tensor>& group_ids,
+                          const at::Tensor& edges, at::IntArrayRef bins, int64_t points_per_group) {
+  const GridArgs args = check_grid_args(points, group_ids, edges, bins, points_per_group);
+  at::Tensor cells = at::empty({args.num_points}, points.options().dtype(at::kLong));
+  if (points.scalar_type() == at::kFloat)
+    cells_impl<float>(points, args, edges, bins, cells);
+  else
+    cells_impl<double>(points, args, edges, bins, cells);
+  return cells;
+}
+
+at::Tensor window_counts_cpu(const at::Tensor& counts, at::IntArrayRef window, at::IntArrayRef stride) {
+  TORCH_CHECK(counts.dim() == 4 && counts.scalar_type() == at::kLong && counts.is_contiguous(),
+              "counts must be a contiguous int64 [B, n0, n1, n2] tensor");
+  TORCH_CHECK(window.size() == 3 && stride.size() == 3, "window and stride must have 3 entries");
+  const int64_t batch = counts.size(0);
+  int64_t n[3], out_size[3];
+  for (int a = 0; a < 3; ++a) {
+    n[a] = counts.size(a + 1);
+    TORCH_CHECK(window[a] >= 1 && window[a] <= n[a] && stride[a] >= 1, "window/stride out of range");
+    out_size[a] = (n[a] - window[a]) / stride[a] + 1;
+  }
+  at::Tensor out = at::empty({batch, out_size[0], out_size[1], out_size[2]}, counts.options());
+  if (out.numel() == 0) return out;
+
+  // Summed-area table [B, n0 + 1, n1 + 1, n2 + 1] with a zero first plane on each axis.
+  const int64_t s1 = n[2] + 1, s0 = (n[1] + 1) * s1, sb = (n[0] + 1) * s0;
+  std::unique_ptr<int64_t[]> sat(new int64_t[batch * sb]);
+  const int64_t* src = counts.data_ptr<int64_t>();
+  // Pass 1, per plane (b, i0): zero the borders, prefix-sum rows along axis 2, then add rows along
+  // axis 1. Planes are independent.
+  at::parallel_for(0, batch * (n[0] + 1), 16, [&](int64_t first, int64_t last) {
+    for (int64_t plane = first; plane < last; ++plane) {
+      const int64_t b = plane / (n[0] + 1), i0 = plane % (n[0] + 1);
+      int64_t* dst = sat.get() + b * sb + i0 * s0;
+      if (i0 == 0) {
+        std::memset(dst, 0, sizeof(int64_t) * s0);
+        continue;
+      }
+      std::memset(dst, 0, sizeof(int64_t) * s1);
+      const int64_t* row_src = src + ((b * n[0] + (i0 - 1)) * n[1]) * n[2];
+      for (int64_t i1 = 1; i1 <= n[1]; ++i1) {
+        int64_t* row = dst + i1 * s1;
+        const int64_t* prev = row - s1;
+        const int64_t* in = row_src + (i1 - 1) * n[2];
+        int64_t running = 0;
+        row[0] = 0;
+        for (int64_t i2 = 1; i2 <= n[2]; ++i2) {
+          running += in[i2 - 1];
+          row[i2] = running + prev[i2];
+        }
+      }
+    }
+  });
+  // Pass 2: prefix-sum planes along axis 0, in parallel over column ranges of each batch item.
+  at::parallel_for(0, batch * s0, 4096, [&](int64_t first, int64_t last) {
+    for (int64_t start = first; start < last;) {
+      const int64_t b = start / s0;
+      const int64_t stop = std::min(last, (b + 1) * s0);
+      int64_t* base = sat.get() + b * sb;
+      for (int64_t i0 = 1; i0 <= n[0]; ++i0) {
+        int64_t* plane = base + i0 * s0;
+        const int64_t* prev = plane - s0;
+        for (int64_t c = start - b * s0; c < stop - b * s0; ++c) plane[c] += prev[c];
+      }
+      start = stop;
+    }
+  });
+  int64_t* dst = out.data_ptr<int64_t>();
+  const int64_t rows = batch * out_size[0] * out_size[1];
+  at::parallel_for(0, rows, 64, [&](int64_t first, int64_t last) {
+    for (int64_t r = first; r < last; ++r) {
+      const int64_t b = r / (out_size[0] * out_size[1]);
+      const int64_t o0 = (r / out_size[1]) % out_size[0], o1 = r % out_size[1];
+      const int64_t a0 = o0 * stride[0], a1 = o1 * stride[1];
+      const int64_t* table = sat.get() + b * sb;
+      int64_t* row = dst + r * out_size[2];
+      for (int64_t o2 = 0; o2 < out_size[2]; ++o2) {
+        const int64_t a2 = o2 * stride[2];
+        row[o2] = grid::box_sum(table, s0, s1, a0, a1, a2, a0 + window[0], a1 + window[1], a2 + window[2]);
+      }
+    }
+  });
+  return out;
+}
+
+}  // namespace prism

@@ -1,0 +1,46 @@
+"""prism_kernels: compiled kernels for gradient- and embedding-space data-diversity measurement.
+
+Grid density (EmbedSDG): :func:`grid_histogram`, :func:`grid_cells`, :func:`window_counts`,
+:func:`point_density`, :func:`sparse_windows`, :func:`seed_pairs`.
+
+Every op takes ``backend=None`` (fastest available for the input's device), or one of
+``"cpu"``, ``"cuda"``, ``"triton"``, ``"reference"``; :func:`backends` lists what this machine has.
+"""
+
+from __future__ import annotations
+
+from ._backends import BACKENDS, BackendUnavailableError, backend_status, backends
+from .grid import (
+    MAX_GRID_CELLS,
+    SparseWindows,
+    grid_cells,
+    grid_histogram,
+    point_density,
+    seed_pairs,
+    sparse_windows,
+    window_counts,
+)
+
+__version__ = "0.1.0"
+
+
+def build_info() -> dict:
+    """How the compiled library was built (versions, compiler, CUDA), what the CPU supports, and
+    the status of every backend."""
+    from ._backends import _C_PROBLEM, compiled
+
+    lib = compiled()
+    info: dict = {"version": __version__, "backends": backend_status()}
+    if lib is not None:
+        info.update(lib.build_info())
+        info["capabilities"] = lib.capabilities()
+    else:
+        info["compiled"] = _C_PROBLEM
+    return info
+
+
+__all__ = [
+    "BACKENDS", "BackendUnavailableError", "MAX_GRID_CELLS", "SparseWindows", "backend_status", "backends",
+    "build_info", "grid_cells", "grid_histogram", "point_density", "seed_pairs", "sparse_windows",
+    "window_counts", "__version__",
+]

@@ -1,0 +1,31 @@
+"""Fake (meta) implementations of the compiled ops, so they trace under torch.compile.
+
+The ops themselves are defined and registered in C++ (csrc/ops/registration.cpp). They return
+integer tensors only and are not differentiable.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ._backends import compiled
+
+if compiled() is not None:
+
+    @torch.library.register_fake("prism::grid_histogram")
+    def _grid_histogram_fake(points, group_ids, edges, bins, points_per_group):
+        groups = edges.shape[0]
+        cells = math.prod(bins)
+        return (points.new_empty((groups, cells), dtype=torch.int64),
+                points.new_empty((groups,), dtype=torch.int64))
+
+    @torch.library.register_fake("prism::grid_cells")
+    def _grid_cells_fake(points, group_ids, edges, bins, points_per_group):
+        return points.new_empty((points.shape[0],), dtype=torch.int64)
+
+    @torch.library.register_fake("prism::window_counts")
+    def _window_counts_fake(counts, window, stride):
+        out = [(n - w) // s + 1 for n, w, s in zip(counts.shape[1:], window, stride)]
+        return counts.new_empty((counts.shape[0], *out), dtype=torch.int64)

@@ -1,0 +1,5 @@
+"""Pure-torch references of every op: the test oracle and the fallback backend."""
+
+from .grid import grid_cells, grid_histogram, window_counts
+
+__all__ = ["grid_cells", "grid_histogram", "window_counts"]
