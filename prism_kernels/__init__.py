@@ -9,6 +9,7 @@ Every op takes ``backend=None`` (fastest available for the input's device), or o
 
 from __future__ import annotations
 
+from . import _ops  # noqa: F401  (fake impls of the compiled ops, for torch.compile)
 from ._backends import BACKENDS, BackendUnavailableError, backend_status, backends
 from .grid import (
     MAX_GRID_CELLS,

@@ -137,5 +137,4 @@ def kernel(op: str, backend: str) -> Callable:
         return getattr(importlib.import_module("prism_kernels.reference"), op)
     if backend == "triton":
         return getattr(importlib.import_module(f"prism_kernels.triton.{op}"), op)
-    from . import _ops  # noqa: F401  (fake impls for torch.compile)
     return getattr(torch.ops.prism, op)

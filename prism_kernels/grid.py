@@ -43,7 +43,13 @@ def _as_tensor(value, name: str) -> torch.Tensor:
 
 
 def _int_tuple(value, length: int, name: str, minimum: int = 1) -> tuple[int, ...]:
-    items = [value] * length if isinstance(value, (int, np.integer)) else list(value)
+    if isinstance(value, (int, np.integer)):
+        items = [value] * length
+    else:
+        try:
+            items = list(value)
+        except TypeError:
+            raise ValueError(f"{name} must be an int or a sequence of {length} ints, got {value!r}") from None
     if len(items) != length:
         raise ValueError(f"{name} must be an int or a sequence of {length} ints, got {value!r}")
     out = []
@@ -422,20 +428,24 @@ def sparse_windows(counts, window: Sequence[int], stride: WindowArg = 1, thresho
 
 def _window_members(points: torch.Tensor, bounds: torch.Tensor, bins: tuple[int, ...], corners: torch.Tensor,
                     window_sums: torch.Tensor, win: tuple[int, ...], backend: str | None):
-    """CSR of the points in each window: cells are bucketed once, then each window gathers its cells."""
+    """CSR of the points in each window: the points of the windows' cells are bucketed by cell once,
+    then each window gathers its cells' buckets."""
     device = points.device
     num_cells = math.prod(bins)
     cells = grid_cells(points, bins, bounds, backend=backend)  # [N]
-    kept = (cells >= 0).nonzero().squeeze(1)
-    order = kept[torch.argsort(cells[kept], stable=True)]  # point indices sorted by cell
-    per_cell = torch.bincount(cells[kept], minlength=num_cells)
-    cell_start = torch.cumsum(per_cell, 0) - per_cell
-    # Every cell of every window: [M, prod(win)] row-major cell index.
+    # Every cell of every window: [M * W] row-major cell index.
     offsets_in_window = torch.stack(torch.meshgrid(*[torch.arange(w, device=device) for w in win],
                                                    indexing="ij"), dim=-1).reshape(-1, len(win))
     window_cells = corners.unsqueeze(1) + offsets_in_window.unsqueeze(0)  # [M, W, D]
     strides = torch.tensor([math.prod(bins[d + 1:]) for d in range(len(bins))], device=device)
     flat = (window_cells * strides).sum(-1).reshape(-1)  # [M * W]
+    # Only points in some sparse window's cells need sorting (few, by construction).
+    wanted = torch.zeros(num_cells + 1, dtype=torch.bool, device=device)
+    wanted[flat] = True
+    candidates = (wanted[torch.where(cells >= 0, cells, num_cells)]).nonzero().squeeze(1)
+    order = candidates[torch.argsort(cells[candidates], stable=True)]  # point indices by cell
+    per_cell = torch.bincount(cells[candidates], minlength=num_cells)
+    cell_start = torch.cumsum(per_cell, 0) - per_cell
     sizes = per_cell[flat]
     starts = torch.repeat_interleave(cell_start[flat], sizes)
     segment_begin = torch.repeat_interleave(torch.cumsum(sizes, 0) - sizes, sizes)

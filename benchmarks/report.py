@@ -1,0 +1,339 @@
+"""Times the grid-density kernels against their peers and prints a markdown report.
+
+    python benchmarks/report.py                                   # full run (1M and 10M points)
+    python benchmarks/report.py --quick                           # 1M points only, fewer repeats
+    python benchmarks/report.py --out benchmarks/RESULTS.md       # also write the markdown there
+
+Each case: one warm-up call per implementation, then rounds in which ours and every peer run once
+each, in an order that rotates from round to round (interleaved, so a burst of load from other
+processes hits all of them alike). A slow peer runs in fewer, evenly spread rounds (at least 3).
+Reported: the median and the 20th/80th percentiles of the per-call wall time (time.perf_counter),
+and the ratio peer median / our median (> 1: we are faster). Before timing, ours is checked
+against numpy.histogramdd (exact counts) and scipy.ndimage.uniform_filter (window sums).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import fast_histogram
+import numpy as np
+import scipy
+import torch
+
+import prism_kernels as pk
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import grid_cases as gcases  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+REPRODUCE = "python benchmarks/report.py --out benchmarks/RESULTS.md"
+
+# Targets (ours = pk.grid_histogram, backend="cpu").
+TARGET_2D_MS = 15.0  # 10M 2-D points into 256^2
+TARGET_2D_VS_FH = 4.0
+TARGET_3D_VS_FH = 3.0  # 3-D, both 64^3 and 256^3
+
+
+# ----------------------------------------------------------------------------------------------
+# machine
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def git_revision() -> str:
+    try:
+        rev = subprocess.run(["git", "--no-optional-locks", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                             capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "--no-optional-locks", "diff", "--quiet", "HEAD", "--",
+                                "prism_kernels", "csrc", "setup.py"], cwd=REPO, check=False).returncode
+        return rev + (" (kernel sources modified since)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine_lines() -> list[str]:
+    info = pk.build_info()
+    caps = info.get("capabilities", {})
+    cores = os.cpu_count()
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
+    return [
+        f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
+        f"- CPU: {cpu_model()}, {cores} logical cores ({usable} usable by this process)",
+        f"- torch.get_num_threads(): {torch.get_num_threads()} (ours and torch.histogramdd use them; "
+        f"numpy.histogramdd, fast-histogram and scipy run on one thread)",
+        f"- python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}, "
+        f"fast-histogram {fast_histogram.__version__}, scipy {scipy.__version__}",
+        f"- prism_kernels {info.get('version')} (git {git_revision()}), compiler "
+        f"{info.get('compiler', '?')}, AVX2 {'on' if caps.get('avx2') and caps.get('simd_enabled') else 'off'} "
+        f"(CPU has AVX2: {caps.get('avx2')}, SIMD path compiled in: {caps.get('simd_enabled')})",
+    ]
+
+
+class CpuMonitor:
+    """Share of the machine's CPU time used by other processes over an interval (/proc/stat minus
+    this process's own CPU time): a measure of how noisy the timings were."""
+
+    def __init__(self):
+        self.ncpu = os.cpu_count() or 1
+        self.start()
+
+    @staticmethod
+    def _busy_s() -> float | None:
+        try:
+            fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        except OSError:
+            return None
+        v = [int(x) for x in fields]
+        busy = v[0] + v[1] + v[2] + v[5] + v[6] + (v[7] if len(v) > 7 else 0)  # incl. steal
+        return busy / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _own_s() -> float:
+        t = os.times()
+        return t.user + t.system
+
+    def start(self):
+        self.t0, self.busy0, self.own0 = time.perf_counter(), self._busy_s(), self._own_s()
+
+    def others(self) -> float | None:
+        busy = self._busy_s()
+        if busy is None or self.busy0 is None:
+            return None
+        elapsed = time.perf_counter() - self.t0
+        other = (busy - self.busy0) - (self._own_s() - self.own0)
+        return max(0.0, other) / (elapsed * self.ncpu) if elapsed > 0 else None
+
+
+# ----------------------------------------------------------------------------------------------
+# timing
+
+
+def measure(fns: dict, rounds: int, budget_s: float, min_repeats: int = 3) -> dict[str, np.ndarray]:
+    """Per-call seconds of every function, interleaved: warm-up, then `rounds` rounds in a rotating
+    order. An implementation whose warm-up call says it would exceed budget_s over all rounds runs
+    in only max(min_repeats, budget_s / t_warmup) rounds, spread evenly."""
+    names = list(fns)
+    repeats = {}
+    for name in names:
+        t0 = time.perf_counter()
+        fns[name]()
+        warm = time.perf_counter() - t0
+        repeats[name] = rounds if warm * rounds <= budget_s else max(min_repeats, min(rounds, int(budget_s / warm)))
+    times = {name: [] for name in names}
+    gc.collect()
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for r in range(rounds):
+            order = names[r % len(names):] + names[: r % len(names)]
+            for name in order:
+                k = repeats[name]
+                if (r + 1) * k // rounds == r * k // rounds:  # not this round (evenly spread)
+                    continue
+                t0 = time.perf_counter()
+                fns[name]()
+                times[name].append(time.perf_counter() - t0)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return {name: np.asarray(t) for name, t in times.items()}
+
+
+def stats_ms(t: np.ndarray) -> tuple[float, float, float]:
+    p20, med, p80 = np.percentile(t * 1e3, [20, 50, 80])
+    return float(med), float(p20), float(p80)
+
+
+def fmt_ms(t: np.ndarray) -> str:
+    med, p20, p80 = stats_ms(t)
+    digits = 2 if med < 10 else 1 if med < 1000 else 0
+    return f"{med:.{digits}f} [{p20:.{digits}f}–{p80:.{digits}f}]"
+
+
+def fmt_pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.0f}%"
+
+
+# ----------------------------------------------------------------------------------------------
+# checks
+
+
+def check_counts(data: gcases.Data) -> list[str]:
+    """Ours must give numpy.histogramdd's counts exactly (so a wrong fast result is never reported)."""
+    lines = []
+    for dims, bins in ((2, 256), (3, 64)):
+        case = gcases.HistCase("1M", dims, bins)
+        ours = gcases.hist_fn(case, "ours", data)().numpy()
+        ref = gcases.hist_fn(case, "numpy", data)().astype(np.int64)
+        assert ours.dtype == np.int64 and ours.shape == ref.shape, (ours.dtype, ours.shape, ref.shape)
+        assert np.array_equal(ours, ref), f"grid_histogram counts differ from numpy.histogramdd on {case.id}"
+        for peer in ("torch", "fast-histogram"):
+            got = gcases.total(gcases.hist_fn(case, peer, data)())
+            assert got == case.n, f"{peer} counted {got} of {case.n} points on {case.id}"
+        lines.append(f"{case.id}: ours == numpy.histogramdd exactly ({case.n} points)")
+    for case in gcases.window_cases():
+        ours = gcases.window_fn(case, "ours", data)()
+        gcases.check_window(case, ours, gcases.window_fn(case, "scipy", data)())
+    lines.append("window_counts == uniform_filter x window volume on the interior, every window case")
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------
+# report
+
+
+def run(quick: bool, log) -> str:
+    sizes = ("1M",) if quick else ("1M", "10M")
+    rounds = {"1M": 7 if quick else 15, "10M": 9}
+    budget = {"1M": 2.0 if quick else 6.0, "10M": 8.0}
+    window_rounds = 15 if quick else 41
+    data = gcases.Data()
+    started = time.perf_counter()
+    whole = CpuMonitor()
+
+    log("checking results ...")
+    checks = check_counts(data)
+
+    hist_rows, hist_results = [], {}
+    for case in gcases.hist_cases(sizes):
+        log(f"histogram {case.id} ...")
+        fns = {impl: gcases.hist_fn(case, impl, data) for impl in gcases.HIST_IMPLS}
+        mon = CpuMonitor()
+        res = measure(fns, rounds[case.size], budget[case.size])
+        hist_results[case] = res
+        ours = np.median(res["ours"])
+        row = [case.id, fmt_ms(res["ours"])]
+        for peer in gcases.PEERS:
+            row += [f"{fmt_ms(res[peer])} (n={len(res[peer])})" if len(res[peer]) < len(res["ours"])
+                    else fmt_ms(res[peer]), f"**{np.median(res[peer]) / ours:.2f}**"]
+        row.append(fmt_pct(mon.others()))
+        hist_rows.append(row)
+        log("  " + " | ".join(row))
+        if case.size == "10M" and case.dims == 2:
+            data.drop(case.n, 2)  # the 10M 2-D points are not needed any more
+
+    window_rows = []
+    for case in gcases.window_cases():
+        log(f"window {case.id} ...")
+        fns = {impl: gcases.window_fn(case, impl, data) for impl in gcases.WINDOW_IMPLS}
+        mon = CpuMonitor()
+        res = measure(fns, window_rounds, 5.0)
+        ratio = np.median(res["scipy"]) / np.median(res["ours"])
+        row = [case.id, fmt_ms(res["ours"]), fmt_ms(res["scipy"]), f"**{ratio:.2f}**", fmt_pct(mon.others())]
+        window_rows.append(row)
+        log("  " + " | ".join(row))
+
+    # targets
+    def med(case, impl):
+        return float(np.median(hist_results[case][impl]))
+
+    targets = []
+    for size in sizes:
+        c2 = gcases.HistCase(size, 2, 256)
+        ms, vs = med(c2, "ours") * 1e3, med(c2, "fast-histogram") / med(c2, "ours")
+        if size == "10M":
+            targets.append(f"- 10M 2-D points into 256^2 in <= {TARGET_2D_MS:g} ms: {ms:.1f} ms — "
+                           f"**{'met' if ms <= TARGET_2D_MS else 'MISSED'}**")
+            targets.append(f"- 10M 2-D points into 256^2 >= {TARGET_2D_VS_FH:g}x fast-histogram: "
+                           f"{vs:.2f}x — **{'met' if vs >= TARGET_2D_VS_FH else 'MISSED'}**")
+        for bins in (64, 256):
+            c3 = gcases.HistCase(size, 3, bins)
+            v3 = med(c3, "fast-histogram") / med(c3, "ours")
+            targets.append(f"- {size} 3-D points into {bins}^3 >= {TARGET_3D_VS_FH:g}x fast-histogram: "
+                           f"{v3:.2f}x — **{'met' if v3 >= TARGET_3D_VS_FH else 'MISSED'}**")
+    if quick:
+        targets.append("- (--quick: 1M points only; the 10M 2-D targets need the full run)")
+
+    peer_head = "".join(f" {p} ms | {p}/ours |" for p in gcases.PEERS)
+    out = [
+        "# Grid-density benchmarks",
+        "",
+        f"Reproduce with `{REPRODUCE}` (add `--quick` for a 1M-points-only run of about a minute); "
+        "the pytest-benchmark harness is `pytest benchmarks/bench_grid.py --benchmark-only` "
+        "(see benchmarks/README.md).",
+        "",
+        "## Machine",
+        "",
+        *machine_lines(),
+        f"- mode: {'quick' if quick else 'full'}; rounds per case: "
+        + ", ".join(f"{s} points {rounds[s]}" for s in sizes)
+        + f", window cases {window_rounds}; a slow peer runs in fewer rounds (its n is shown)",
+        f"- other processes used {fmt_pct(whole.others())} of the machine's CPU during the run "
+        f"(per case in the last column); {time.perf_counter() - started:.0f} s in all",
+        "",
+        "Times: per call, median [p20–p80] ms over interleaved rounds, after one warm-up call each. "
+        "Ratio = peer median / our median: > 1 means ours is faster.",
+        "",
+        "## grid_histogram (backend=\"cpu\") vs numpy.histogramdd, torch.histogramdd, fast-histogram",
+        "",
+        "float32 points uniform in [0, 1), range [0, 1] on every axis given to all; fast-histogram gets "
+        "contiguous per-axis columns (made once, untimed).",
+        "",
+        f"| case | ours ms |{peer_head} others' CPU |",
+        "|" + "---|" * (3 + 2 * len(gcases.PEERS)),
+        *["| " + " | ".join(r) + " |" for r in hist_rows],
+        "",
+        "## window_counts (stride 1, valid windows) vs scipy.ndimage.uniform_filter",
+        "",
+        f"Grids: the int64 counts of {gcases.WINDOW_POINTS:,} points; scipy gets the same grid as "
+        "float64 (converted once, untimed), mode=\"constant\".",
+        "",
+        "| case | ours ms | scipy ms | scipy/ours | others' CPU |",
+        "|---|---|---|---|---|",
+        *["| " + " | ".join(r) + " |" for r in window_rows],
+        "",
+        "## Targets",
+        "",
+        *targets,
+        "",
+        "## Checks (run before timing)",
+        "",
+        *[f"- {c}" for c in checks],
+        "",
+    ]
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="1M points only, fewer repeats (about a minute)")
+    parser.add_argument("--out", type=Path, help="also write the markdown report to this file")
+    args = parser.parse_args(argv)
+
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    report = run(args.quick, log)
+    print(report)
+    if args.out is not None:
+        args.out.write_text(report)
+        log(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
