@@ -95,3 +95,11 @@ def test_ops_trace_under_torch_compile():
     pts, edges = _histogram_args()
     compiled = torch.compile(density, backend="eager", fullgraph=True)
     torch.testing.assert_close(compiled(pts, edges), density(pts, edges))
+
+
+@needs_cpu
+def test_library_built_against_another_torch_is_explained(monkeypatch):
+    monkeypatch.setattr(torch, "__version__", "9.9.9")
+    lib, problem = _backends._load_compiled()
+    assert lib is None
+    assert "built against torch" in problem and "9.9.9" in problem and "--no-build-isolation" in problem
