@@ -170,12 +170,24 @@ def test_numpy_input_accepted():
     np.testing.assert_array_equal(counts.numpy(), numpy_counts(torch.from_numpy(pts), 4, [(0.0, 1.0)] * 2))
 
 
-def test_large_grid_slices_and_simd_agree():
-    """A grid too large for per-thread histograms takes the sliced path; it must agree too."""
-    pts = torch.rand(200_000, 3)
-    bounds = [(0.0, 1.0)] * 3
-    counts = pk.grid_histogram(pts, 160, bounds, backend="cpu")  # 4M cells: sliced
-    np.testing.assert_array_equal(counts.numpy(), numpy_counts(pts, 160, bounds))
+def test_large_grids_take_the_bucketed_path_and_agree():
+    """Grids beyond the caches are counted through radix buckets: batched, ragged and dropped too."""
+    pts = tricky_points(300_000, 3, torch.float32)
+    bounds = [(-1.0, 2.0)] * 3
+    counts, dropped = pk.grid_histogram(pts, 160, bounds, return_dropped=True, backend="cpu")  # 4M cells
+    expected = numpy_counts(pts, 160, bounds)
+    np.testing.assert_array_equal(counts.numpy(), expected)
+    assert int(dropped) == pts.shape[0] - expected.sum()
+    batched = pts[:299_997].reshape(3, 99_999, 3)
+    counts = pk.grid_histogram(batched, (100, 100, 50), bounds, backend="cpu")  # 3 x 500k cells
+    for g in range(3):
+        np.testing.assert_array_equal(counts[g].numpy(), numpy_counts(batched[g], (100, 100, 50), bounds))
+    groups = torch.randint(0, 2, (pts.shape[0],))
+    counts, dropped = pk.grid_histogram(pts, 128, bounds, groups=groups, return_dropped=True, backend="cpu")
+    for g in range(2):
+        expected = numpy_counts(pts[groups == g], 128, bounds)
+        np.testing.assert_array_equal(counts[g].numpy(), expected)
+        assert int(dropped[g]) == int((groups == g).sum()) - expected.sum()
 
 
 def test_thread_count_does_not_change_counts():

@@ -23,9 +23,9 @@ namespace {
 
 using grid::Axis;
 
-// Per-thread uint32 histograms are used while all of them together stay under this size; beyond
-// it every thread owns a slice of the output instead and scans all the points.
-constexpr int64_t kPrivateHistogramBytes = int64_t{64} << 20;
+// Per-task uint32 histograms are used while one stays cache resident (about an L2); beyond that
+// the cells are bucketed first (histogram_bucketed).
+constexpr int64_t kPrivateHistogramBytes = int64_t{2} << 20;
 constexpr int64_t kMinPointsPerTask = 1 << 14;
 // A private uint32 counter cannot overflow if its task has fewer points than this.
 constexpr int64_t kMaxPointsPerTask = int64_t{1} << 31;
@@ -56,6 +56,7 @@ GridArgs check_grid_args(const at::Tensor& points, const std::optional<at::Tenso
                 "bins[", d, "] out of range");
     args.num_cells *= bins[d];
   }
+  TORCH_CHECK(args.num_groups * args.num_cells < (int64_t{1} << 32), "more than 2^32 cells in all groups");
   if (group_ids.has_value()) {
     const at::Tensor& g = *group_ids;
     TORCH_CHECK(g.dim() == 1 && g.size(0) == args.num_points && g.scalar_type() == at::kLong &&
@@ -101,106 +102,179 @@ struct AxisTables {
   }
 };
 
-// Adds points [begin, end) to `hist` [G * C]; see cpu::histogram_block for kSliced.
-template <typename T, typename Counter, bool kSliced>
-void accumulate_points(const T* points, int64_t begin, int64_t end, const GridArgs& args,
-                       const Axis<T>* axes, const float* margins, bool prefetch, Counter* hist,
-                       int64_t cell_begin, int64_t cell_end, int64_t* dropped) {
+// Cells of points [begin, end): row-major within the point's group grid, plus `global` ? g * C : 0,
+// or -1 for a dropped point. Batched groups go one segment at a time so each segment has fixed
+// tables (and the AVX2 loop for float32); ragged groups look their tables up per point.
+template <typename T>
+void point_cells(const T* points, int64_t begin, int64_t end, const GridArgs& args, const AxisTables<T>& tables,
+                 bool global, int64_t* cells) {
   const int32_t dims = args.dims;
-  const int64_t cells = args.num_cells;
-  if (args.group_ids != nullptr) {  // ragged groups: look the group up per point
+  const Axis<T>* axes = tables.axes.data();
+  if (args.group_ids != nullptr) {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t g = args.group_ids[i];
       const int64_t cell = grid::cell_of<T>(points + i * dims, dims, axes + g * dims);
-      if (cell < 0) {
-        ++dropped[g];
-        continue;
-      }
-      const int64_t flat = g * cells + cell;
-      if (kSliced && (flat < cell_begin || flat >= cell_end)) continue;
-      ++hist[flat];
+      cells[i - begin] = cell < 0 || !global ? cell : g * args.num_cells + cell;
     }
     return;
   }
-  // Batched groups: walk the range one group segment at a time so each segment has fixed tables.
   for (int64_t start = begin; start < end;) {
     const int64_t g = start / args.points_per_group;
     const int64_t stop = std::min(end, (g + 1) * args.points_per_group);
-    const int64_t base = g * cells;
-    if (!kSliced || (base < cell_end && base + cells > cell_begin)) {
-      const T* block = points + start * dims;
-      const Axis<T>* group_axes = axes + g * dims;
-      bool use_avx2 = false;
-      if constexpr (std::is_same_v<T, float>) use_avx2 = cpu::avx2_cells_applicable(dims, group_axes, cells);
-      cpu::histogram_block<T, Counter, kSliced>(block, stop - start, dims, group_axes, margins + g * dims,
-                                                use_avx2, prefetch, hist + base, cell_begin - base,
-                                                cell_end - base, dropped + g);
+    const Axis<T>* group_axes = axes + g * dims;
+    int64_t* out = cells + (start - begin);
+    bool done = false;
+    if constexpr (std::is_same_v<T, float>) {
+      if (cpu::avx2_cells_applicable(dims, group_axes, args.num_cells)) {
+        cpu::cells_avx2(points + start * dims, stop - start, dims, group_axes, tables.margins.data() + g * dims, out);
+        done = true;
+      }
+    }
+    if (!done) cpu::cells_scalar<T>(points + start * dims, stop - start, dims, group_axes, out);
+    if (global && g > 0) {
+      const int64_t base = g * args.num_cells;
+      for (int64_t j = 0; j < stop - start; ++j)
+        if (out[j] >= 0) out[j] += base;
     }
     start = stop;
   }
+}
+
+int64_t group_of(const GridArgs& args, int64_t i) {
+  return args.group_ids != nullptr ? args.group_ids[i] : i / args.points_per_group;
+}
+
+// Points per chunk whose cells are computed into a stack buffer before they are counted.
+constexpr int64_t kCellChunk = 2048;
+
+// Small grids: every task counts its share of the points into its own uint32 histogram (cache
+// resident), then the histograms are summed in parallel over cells.
+template <typename T>
+void histogram_private(const T* pts, const GridArgs& args, const AxisTables<T>& tables, int64_t tasks,
+                       int64_t* out, int64_t* lost) {
+  const int64_t total_cells = args.num_groups * args.num_cells;
+  const int64_t n = args.num_points;
+  std::vector<std::unique_ptr<uint32_t[]>> partial(tasks);
+  std::vector<std::vector<int64_t>> partial_lost(tasks, std::vector<int64_t>(args.num_groups, 0));
+  at::parallel_for(0, tasks, 1, [&](int64_t first, int64_t last) {
+    int64_t cells[kCellChunk];
+    for (int64_t t = first; t < last; ++t) {
+      uint32_t* hist = (partial[t] = std::unique_ptr<uint32_t[]>(new uint32_t[total_cells]())).get();
+      const int64_t end = n * (t + 1) / tasks;
+      for (int64_t start = n * t / tasks; start < end; start += kCellChunk) {
+        const int64_t count = std::min(kCellChunk, end - start);
+        point_cells<T>(pts, start, start + count, args, tables, /*global=*/true, cells);
+        for (int64_t j = 0; j < count; ++j) {
+          if (cells[j] >= 0)
+            ++hist[cells[j]];
+          else
+            ++partial_lost[t][group_of(args, start + j)];
+        }
+      }
+    }
+  });
+  at::parallel_for(0, total_cells, 1 << 14, [&](int64_t first, int64_t last) {
+    std::fill(out + first, out + last, 0);
+    for (int64_t t = 0; t < tasks; ++t) {
+      const uint32_t* part = partial[t].get();
+      for (int64_t c = first; c < last; ++c) out[c] += part[c];
+    }
+  });
+  for (int64_t t = 0; t < tasks; ++t)
+    for (int64_t g = 0; g < args.num_groups; ++g) lost[g] += partial_lost[t][g];
+}
+
+// Large grids (beyond the caches): random increments over the whole output would miss the caches
+// on almost every point. Instead, per chunk of points, the cells are computed, radix-partitioned
+// into buckets of kBucketCells consecutive cells (1 MiB of counters, cache resident), and each
+// bucket is then counted by one task.
+constexpr int kBucketShift = 17;
+constexpr int64_t kBucketChunk = int64_t{1} << 22;  // points per chunk: bounds the scratch at 48 MiB
+constexpr int64_t kPrefetchAhead = 32;
+
+template <typename T>
+void histogram_bucketed(const T* pts, const GridArgs& args, const AxisTables<T>& tables, int64_t tasks,
+                        int64_t* out, int64_t* lost) {
+  const int64_t total_cells = args.num_groups * args.num_cells;
+  const int64_t buckets = (total_cells >> kBucketShift) + 1;
+  const int64_t n = args.num_points;
+  const int64_t chunk = std::min(n, kBucketChunk);
+  std::unique_ptr<int64_t[]> cells(new int64_t[chunk]);
+  std::unique_ptr<uint32_t[]> sorted(new uint32_t[chunk]);  // cell - bucket start, grouped by bucket
+  std::vector<int64_t> task_bucket(tasks * buckets);  // counts, then write positions
+  std::vector<int64_t> bucket_begin(buckets + 1);
+  std::vector<std::vector<int64_t>> task_lost(tasks, std::vector<int64_t>(args.num_groups, 0));
+  at::parallel_for(0, buckets, 1, [&](int64_t first, int64_t last) {  // first touch by bucket
+    const int64_t lo = first << kBucketShift, hi = std::min(total_cells, last << kBucketShift);
+    std::fill(out + lo, out + hi, 0);
+  });
+  for (int64_t base = 0; base < n; base += chunk) {
+    const int64_t count = std::min(chunk, n - base);
+    std::fill(task_bucket.begin(), task_bucket.end(), 0);
+    at::parallel_for(0, tasks, 1, [&](int64_t first, int64_t last) {
+      for (int64_t t = first; t < last; ++t) {
+        const int64_t lo = count * t / tasks, hi = count * (t + 1) / tasks;
+        point_cells<T>(pts, base + lo, base + hi, args, tables, /*global=*/true, cells.get() + lo);
+        int64_t* histogram = task_bucket.data() + t * buckets;
+        for (int64_t j = lo; j < hi; ++j) {
+          if (cells[j] >= 0)
+            ++histogram[cells[j] >> kBucketShift];
+          else
+            ++task_lost[t][group_of(args, base + j)];
+        }
+      }
+    });
+    int64_t position = 0;  // exclusive scan, bucket-major then task
+    for (int64_t b = 0; b < buckets; ++b) {
+      bucket_begin[b] = position;
+      for (int64_t t = 0; t < tasks; ++t) {
+        const int64_t c = task_bucket[t * buckets + b];
+        task_bucket[t * buckets + b] = position;
+        position += c;
+      }
+    }
+    bucket_begin[buckets] = position;
+    at::parallel_for(0, tasks, 1, [&](int64_t first, int64_t last) {
+      for (int64_t t = first; t < last; ++t) {
+        int64_t* write = task_bucket.data() + t * buckets;
+        for (int64_t j = count * t / tasks; j < count * (t + 1) / tasks; ++j) {
+          const int64_t cell = cells[j];
+          if (cell >= 0) sorted[write[cell >> kBucketShift]++] = static_cast<uint32_t>(cell & ((1 << kBucketShift) - 1));
+        }
+      }
+    });
+    at::parallel_for(0, buckets, 1, [&](int64_t first, int64_t last) {
+      for (int64_t b = first; b < last; ++b) {
+        int64_t* region = out + (b << kBucketShift);
+        const int64_t begin = bucket_begin[b], end = bucket_begin[b + 1];
+        // The region's lines are cold (one chunk's points touch each about once): fetch ahead.
+        for (int64_t j = begin; j < end; ++j) {
+          if (j + kPrefetchAhead < end) __builtin_prefetch(region + sorted[j + kPrefetchAhead], 1);
+          ++region[sorted[j]];
+        }
+      }
+    });
+  }
+  for (int64_t t = 0; t < tasks; ++t)
+    for (int64_t g = 0; g < args.num_groups; ++g) lost[g] += task_lost[t][g];
 }
 
 template <typename T>
 void histogram_impl(const at::Tensor& points, const GridArgs& args, const at::Tensor& edges,
                     at::IntArrayRef bins, at::Tensor& counts, at::Tensor& dropped) {
   const AxisTables<T> tables(edges, bins);
-  const T* pts = points.data_ptr<T>();
-  const Axis<T>* axes = tables.axes.data();
-  const float* margins = tables.margins.data();
   const int64_t total_cells = args.num_groups * args.num_cells;
   const int64_t n = args.num_points;
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
   int64_t tasks = std::min<int64_t>(threads, std::max<int64_t>(1, n / kMinPointsPerTask));
+  // A private uint32 counter cannot overflow: no task holds 2^31 points.
   tasks = std::max<int64_t>(tasks, (n + kMaxPointsPerTask - 1) / kMaxPointsPerTask);
-  int64_t* out = counts.data_ptr<int64_t>();
-  int64_t* lost = dropped.data_ptr<int64_t>();
-
-  const bool use_private = total_cells * 4 * tasks <= kPrivateHistogramBytes;
-  if (use_private) {
-    counts.zero_();
-    // Each task counts its share of the points into its own uint32 histogram; then they are summed.
-    std::vector<std::unique_ptr<uint32_t[]>> partial(tasks);
-    std::vector<std::vector<int64_t>> partial_lost(tasks, std::vector<int64_t>(args.num_groups, 0));
-    at::parallel_for(0, tasks, 1, [&](int64_t first, int64_t last) {
-      for (int64_t t = first; t < last; ++t) {
-        partial[t].reset(new uint32_t[total_cells]());
-        accumulate_points<T, uint32_t, false>(pts, n * t / tasks, n * (t + 1) / tasks, args, axes, margins,
-                                              false, partial[t].get(), 0, total_cells,
-                                              partial_lost[t].data());
-      }
-    });
-    at::parallel_for(0, total_cells, 1 << 14, [&](int64_t first, int64_t last) {
-      for (int64_t t = 0; t < tasks; ++t) {
-        const uint32_t* part = partial[t].get();
-        for (int64_t c = first; c < last; ++c) out[c] += part[c];
-      }
-    });
-    for (int64_t t = 0; t < tasks; ++t)
-      for (int64_t g = 0; g < args.num_groups; ++g) lost[g] += partial_lost[t][g];
-    return;
-  }
-  // Each slice owns a contiguous range of output cells and scans the points, skipping the groups
-  // that fall outside its range; no extra memory, and no reduction over a large grid.
-  const int64_t slices = std::min<int64_t>(threads, std::max<int64_t>(1, total_cells));
-  const bool prefetch = total_cells * static_cast<int64_t>(sizeof(int64_t)) / slices > (int64_t{4} << 20);
-  std::vector<std::vector<int64_t>> slice_lost(slices, std::vector<int64_t>(args.num_groups, 0));
-  at::parallel_for(0, slices, 1, [&](int64_t first, int64_t last) {
-    for (int64_t s = first; s < last; ++s) {
-      const int64_t cell_begin = total_cells * s / slices;
-      const int64_t cell_end = total_cells * (s + 1) / slices;
-      // First touch of the output pages happens here, in the thread that will count into them.
-      std::memset(out + cell_begin, 0, sizeof(int64_t) * (cell_end - cell_begin));
-      accumulate_points<T, int64_t, true>(pts, 0, n, args, axes, margins, prefetch, out, cell_begin,
-                                          cell_end, slice_lost[s].data());
-    }
-  });
-  // Every slice saw every point of the groups it touched; the slice holding a group's first cell
-  // reports that group's dropped points.
-  for (int64_t s = 0; s < slices; ++s) {
-    const int64_t cell_begin = total_cells * s / slices, cell_end = total_cells * (s + 1) / slices;
-    for (int64_t g = 0; g < args.num_groups; ++g)
-      if (g * args.num_cells >= cell_begin && g * args.num_cells < cell_end) lost[g] = slice_lost[s][g];
-  }
+  if (total_cells * 4 <= kPrivateHistogramBytes)
+    histogram_private<T>(points.data_ptr<T>(), args, tables, tasks, counts.data_ptr<int64_t>(),
+                         dropped.data_ptr<int64_t>());
+  else
+    histogram_bucketed<T>(points.data_ptr<T>(), args, tables, std::min(tasks, threads),
+                          counts.data_ptr<int64_t>(), dropped.data_ptr<int64_t>());
 }
 
 template <typename T>
@@ -208,30 +282,9 @@ void cells_impl(const at::Tensor& points, const GridArgs& args, const at::Tensor
                 at::Tensor& cells) {
   const AxisTables<T> tables(edges, bins);
   const T* pts = points.data_ptr<T>();
-  const Axis<T>* axes = tables.axes.data();
   int64_t* out = cells.data_ptr<int64_t>();
-  const int32_t dims = args.dims;
   at::parallel_for(0, args.num_points, kMinPointsPerTask, [&](int64_t first, int64_t last) {
-    if (args.group_ids != nullptr) {
-      for (int64_t i = first; i < last; ++i)
-        out[i] = grid::cell_of<T>(pts + i * dims, dims, axes + args.group_ids[i] * dims);
-      return;
-    }
-    for (int64_t start = first; start < last;) {  // one group segment at a time
-      const int64_t g = start / args.points_per_group;
-      const int64_t stop = std::min(last, (g + 1) * args.points_per_group);
-      const Axis<T>* group_axes = axes + g * dims;
-      if constexpr (std::is_same_v<T, float>) {
-        if (cpu::avx2_cells_applicable(dims, group_axes, args.num_cells)) {
-          cpu::cells_avx2(pts + start * dims, stop - start, dims, group_axes, tables.margins.data() + g * dims,
-                          out + start);
-          start = stop;
-          continue;
-        }
-      }
-      cpu::cells_scalar<T>(pts + start * dims, stop - start, dims, group_axes, out + start);
-      start = stop;
-    }
+    point_cells<T>(pts, first, last, args, tables, /*global=*/false, out + first);
   });
 }
 
@@ -242,7 +295,7 @@ std::tuple<at::Tensor, at::Tensor> grid_histogram_cpu(const at::Tensor& points,
                                                       const at::Tensor& edges, at::IntArrayRef bins,
                                                       int64_t points_per_group) {
   const GridArgs args = check_grid_args(points, group_ids, edges, bins, points_per_group);
-  at::Tensor counts = at::empty({args.num_groups, args.num_cells}, points.options().dtype(at::kLong));
+  at::Tensor counts = at::empty({args.num_groups, args.num_cells}, points.options().dtype(at::kLong));  // zeroed by the impl
   at::Tensor dropped = at::zeros({args.num_groups}, points.options().dtype(at::kLong));
   if (points.scalar_type() == at::kFloat)
     histogram_impl<float>(points, args, edges, bins, counts, dropped);

@@ -1,8 +1,6 @@
-// Single-threaded loops over a block of points, shared by the CPU drivers: compute the cells of a
-// chunk of points, then count them.
+// Single-threaded loops that compute the cells of a block of points, shared by the CPU drivers.
 #pragma once
 
-#include <algorithm>
 #include <cstdint>
 
 #include "prism/grid.h"
@@ -32,47 +30,6 @@ template <typename T>
 inline void cells_scalar(const T* points, int64_t count, int32_t dims, const grid::Axis<T>* axes,
                          int64_t* cells) {
   for (int64_t i = 0; i < count; ++i) cells[i] = grid::cell_of<T>(points + i * dims, dims, axes);
-}
-
-// Points per chunk: cells are computed into a stack buffer of this size, then counted.
-constexpr int64_t kCellChunk = 2048;
-// How far ahead the counting loop prefetches counters of a grid too large for the caches.
-constexpr int64_t kPrefetchAhead = 16;
-
-// Adds the `count` points of one group to that group's `hist` [C]. kSliced: only cells in
-// [cell_begin, cell_end) are counted (the caller owns that slice of the output). Dropped points
-// are added to *dropped. `margins` may be null (no float32 fast path).
-template <typename T, typename Counter, bool kSliced>
-void histogram_block(const T* points, int64_t count, int32_t dims, const grid::Axis<T>* axes,
-                     const float* margins, bool use_avx2, bool prefetch, Counter* hist, int64_t cell_begin,
-                     int64_t cell_end, int64_t* dropped) {
-  int64_t cells[kCellChunk];
-  int64_t lost = 0;
-  for (int64_t start = 0; start < count; start += kCellChunk) {
-    const int64_t n = std::min(kCellChunk, count - start);
-    const T* block = points + start * dims;
-    if constexpr (sizeof(T) == 4) {
-      if (use_avx2) {
-        cells_avx2(block, n, dims, axes, margins, cells);
-      } else {
-        cells_scalar<T>(block, n, dims, axes, cells);
-      }
-    } else {
-      cells_scalar<T>(block, n, dims, axes, cells);
-    }
-    for (int64_t j = 0; j < n; ++j) {
-      if (prefetch && j + kPrefetchAhead < n)
-        __builtin_prefetch(hist + std::max<int64_t>(cells[j + kPrefetchAhead], 0), 1);
-      const int64_t cell = cells[j];
-      if (cell < 0) {
-        ++lost;
-        continue;
-      }
-      if (kSliced && (cell < cell_begin || cell >= cell_end)) continue;
-      ++hist[cell];
-    }
-  }
-  *dropped += lost;
 }
 
 }  // namespace cpu
