@@ -36,6 +36,8 @@ constexpr int64_t kTile = 256;
 constexpr int64_t kFastRows = 128;
 // Rows per float64 sub-block: float64 errors (2^-53) are far below the 1e-12 bound at any size.
 constexpr int64_t kExactRows = 512;
+// Groups with at least this many multiply-adds (n_g * d * min(n_g, d)) use BLAS for their Gram.
+constexpr int64_t kBlasGroupWork = 1 << 14;
 // Rows prepared at once: a multiple of both sub-block sizes.
 constexpr int64_t kChunkRows = 4096;
 
@@ -216,7 +218,18 @@ at::Tensor grouped_gram_cpu(const at::Tensor& x, const at::Tensor& order, const 
         }
         for (int64_t c = 0; c < d; ++c) rows[a * d + c] = src[c] * s;
       }
-      vendi::small_gram(rows.data(), k, d, outp + g * size * size, size);
+      double* dst = outp + g * size * size;
+      if (k * d * std::min(k, d) < kBlasGroupWork) {
+        vendi::small_gram(rows.data(), k, d, dst, size);
+        continue;
+      }
+      // Larger groups: one BLAS product (MKL), then the k' x k' result into the padded slot.
+      const at::Tensor y = at::from_blob(rows.data(), {k, d}, at::TensorOptions().dtype(at::kDouble));
+      const at::Tensor prod = k <= d ? at::mm(y, y.t()) : at::mm(y.t(), y);
+      const int64_t m = std::min(k, d);
+      const double* pp = prod.data_ptr<double>();
+      for (int64_t a = 0; a < m; ++a)
+        for (int64_t b = 0; b < m; ++b) dst[a * size + b] = pp[a * m + b];
     }
   });
   return out;
