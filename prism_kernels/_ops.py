@@ -1,7 +1,6 @@
 """Fake (meta) implementations of the compiled ops, so they trace under torch.compile.
 
-The ops themselves are defined and registered in C++ (csrc/ops/registration.cpp). They return
-integer tensors only and are not differentiable.
+The ops themselves are defined and registered in C++ (csrc/ops/registration.cpp). They are not differentiable.
 """
 
 from __future__ import annotations
@@ -29,3 +28,11 @@ if compiled() is not None:
     def _window_counts_fake(counts, window, stride):
         out = [(n - w) // s + 1 for n, w, s in zip(counts.shape[1:], window, stride)]
         return counts.new_empty((counts.shape[0], *out), dtype=torch.int64)
+
+    @torch.library.register_fake("prism::gram_accumulate")
+    def _gram_accumulate_fake(gram, x, weights, normalize, exact):
+        return x.new_empty((2,), dtype=torch.int64)
+
+    @torch.library.register_fake("prism::grouped_gram")
+    def _grouped_gram_fake(x, order, offsets, size, normalize):
+        return x.new_empty((offsets.shape[0] - 1, size, size), dtype=torch.float64)

@@ -17,6 +17,13 @@ at::Tensor grid_cells_cpu(const at::Tensor& points, const std::optional<at::Tens
                           const at::Tensor& edges, at::IntArrayRef bins, int64_t points_per_group);
 at::Tensor window_counts_cpu(const at::Tensor& counts, at::IntArrayRef window, at::IntArrayRef stride);
 
+// Vendi: prism_kernels/reference/vendi.py. gram_accumulate adds to gram's lower triangle in place
+// and returns int64 [2] = (first bad row or -1, status: 0 ok, 1 non-finite, 2 zero norm).
+at::Tensor gram_accumulate_cpu(at::Tensor& gram, const at::Tensor& x, const std::optional<at::Tensor>& weights,
+                               bool normalize, bool exact);
+at::Tensor grouped_gram_cpu(const at::Tensor& x, const at::Tensor& order, const at::Tensor& offsets,
+                            int64_t size, bool normalize);
+
 #ifdef PRISM_WITH_CUDA
 std::tuple<at::Tensor, at::Tensor> grid_histogram_cuda(const at::Tensor& points,
                                                        const std::optional<at::Tensor>& group_ids,
@@ -25,6 +32,8 @@ std::tuple<at::Tensor, at::Tensor> grid_histogram_cuda(const at::Tensor& points,
 at::Tensor grid_cells_cuda(const at::Tensor& points, const std::optional<at::Tensor>& group_ids,
                            const at::Tensor& edges, at::IntArrayRef bins, int64_t points_per_group);
 at::Tensor window_counts_cuda(const at::Tensor& counts, at::IntArrayRef window, at::IntArrayRef stride);
+at::Tensor gram_accumulate_cuda(at::Tensor& gram, const at::Tensor& x, const std::optional<at::Tensor>& weights,
+                                bool normalize, bool exact);
 #endif
 
 }  // namespace prism

@@ -11,12 +11,16 @@ TORCH_LIBRARY(prism, m) {
   m.def("grid_cells(Tensor points, Tensor? group_ids, Tensor edges, int[] bins, "
         "int points_per_group) -> Tensor");
   m.def("window_counts(Tensor counts, int[] window, int[] stride) -> Tensor");
+  m.def("gram_accumulate(Tensor(a!) gram, Tensor x, Tensor? weights, bool normalize, bool exact) -> Tensor");
+  m.def("grouped_gram(Tensor x, Tensor order, Tensor offsets, int size, bool normalize) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(prism, CPU, m) {
   m.impl("grid_histogram", &prism::grid_histogram_cpu);
   m.impl("grid_cells", &prism::grid_cells_cpu);
   m.impl("window_counts", &prism::window_counts_cpu);
+  m.impl("gram_accumulate", &prism::gram_accumulate_cpu);
+  m.impl("grouped_gram", &prism::grouped_gram_cpu);
 }
 
 #ifdef PRISM_WITH_CUDA
@@ -24,5 +28,6 @@ TORCH_LIBRARY_IMPL(prism, CUDA, m) {
   m.impl("grid_histogram", &prism::grid_histogram_cuda);
   m.impl("grid_cells", &prism::grid_cells_cuda);
   m.impl("window_counts", &prism::window_counts_cuda);
+  m.impl("gram_accumulate", &prism::gram_accumulate_cuda);
 }
 #endif

@@ -1,0 +1,239 @@
+// CPU drivers of the Vendi ops.
+//
+// gram_accumulate: rows are prepared (scaled, checked, and for the float32 path centred) a chunk
+// at a time with at::parallel_for, then the lower-triangle output tiles are shared out over the
+// threads; every tile is a BLAS product (at::mm / at::addmm, MKL underneath) of one sub-block of
+// rows, so only the lower triangle's tiles are ever multiplied.
+//   fast:  float32 products of kFastRows-row centred sub-blocks (vendi.h center_block), each added
+//          into a float64 accumulator together with its float64 mean correction;
+//   exact: float64 rows, float64 products accumulated straight into the float64 accumulator.
+// The accumulator is a private [d, d] float64 buffer: `gram` only receives it once the whole block
+// is known to be valid, so a bad row leaves `gram` unchanged.
+//
+// grouped_gram: one group per task, vendi.h small_gram on float64 rows.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "../ops/ops.h"
+#include "prism/vendi.h"
+
+namespace prism {
+
+namespace {
+
+// Output tile edge: a float32 tile product (256 KiB) and its float64 accumulator tile stay in L2.
+constexpr int64_t kTile = 256;
+// Rows per float32 sub-block. The float32 sum of r products of centred rows has a rounding error
+// of about sqrt(r) * 2^-24 relative to the centred part for random signs, growing to ~r * 2^-24 / 2
+// when the centred products are all equal (alternating two-cluster rows). Measured worst case of
+// the whole Gram, Frobenius-relative: 1.35e-6 at r = 256, 6.8e-7 at r = 128, hence 128
+// (tests/test_vendi.py::test_fast_error_bound checks the 1e-6 bound).
+constexpr int64_t kFastRows = 128;
+// Rows per float64 sub-block: float64 errors (2^-53) are far below the 1e-12 bound at any size.
+constexpr int64_t kExactRows = 512;
+// Groups with at least this many multiply-adds (n_g * d * min(n_g, d)) use BLAS for their Gram.
+constexpr int64_t kBlasGroupWork = 1 << 14;
+// Rows prepared at once: a multiple of both sub-block sizes.
+constexpr int64_t kChunkRows = 4096;
+
+struct TileItem {
+  int64_t i0, ti, j0, tj;  // output rows [i0, i0 + ti), columns [j0, j0 + tj), j0 <= i0
+};
+
+std::vector<TileItem> lower_tiles(int64_t d) {
+  std::vector<TileItem> items;
+  for (int64_t i0 = 0; i0 < d; i0 += kTile)
+    for (int64_t j0 = 0; j0 <= i0; j0 += kTile)
+      items.push_back({i0, std::min(kTile, d - i0), j0, std::min(kTile, d - j0)});
+  return items;
+}
+
+struct BadRow {
+  int64_t row = std::numeric_limits<int64_t>::max();
+  int32_t status = vendi::kOk;
+};
+
+// Scales rows [r0, r1) of x into buf rows [0, r1 - r0) (type Y); returns the first bad row, if any.
+template <typename T, typename Y>
+BadRow scale_rows(const T* x, int64_t row_stride, int64_t d, const double* weights, bool normalize,
+                  int64_t r0, int64_t r1, Y* buf) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const T* row = x + r * row_stride;
+    double s = 1.0;
+    const int32_t st = vendi::row_scale<T>(row, d, weights ? weights[r] : 1.0, normalize, &s);
+    if (st != vendi::kOk) return BadRow{r, st};
+    Y* out = buf + (r - r0) * d;
+    for (int64_t k = 0; k < d; ++k) out[k] = static_cast<Y>(s * static_cast<double>(row[k]));
+  }
+  return BadRow{};
+}
+
+template <typename T>
+BadRow accumulate_impl(const at::Tensor& x, const double* weights, bool normalize, bool exact,
+                       at::Tensor& acc) {
+  const int64_t n = x.size(0), d = x.size(1), row_stride = x.stride(0);
+  const T* xp = x.data_ptr<T>();
+  const std::vector<TileItem> items = lower_tiles(d);
+  const int64_t sub_rows = exact ? kExactRows : kFastRows;
+  const auto buf_type = exact ? at::kDouble : at::kFloat;
+  at::Tensor buf = at::empty({std::min(kChunkRows, n), d}, x.options().dtype(buf_type));
+  const int64_t max_subs = (std::min(kChunkRows, n) + sub_rows - 1) / sub_rows;
+  at::Tensor sums = at::empty({max_subs, d}, x.options().dtype(at::kDouble));
+  at::Tensor means = at::empty({max_subs, d}, x.options().dtype(at::kFloat));
+  double* accp = acc.data_ptr<double>();
+
+  for (int64_t c0 = 0; c0 < n; c0 += kChunkRows) {
+    const int64_t c1 = std::min(n, c0 + kChunkRows);
+    const int64_t subs = (c1 - c0 + sub_rows - 1) / sub_rows;
+    std::vector<BadRow> bad(subs);
+    at::parallel_for(0, subs, 1, [&](int64_t s0, int64_t s1) {
+      for (int64_t s = s0; s < s1; ++s) {
+        const int64_t r0 = c0 + s * sub_rows, r1 = std::min(c1, r0 + sub_rows);
+        if (exact) {
+          bad[s] = scale_rows<T, double>(xp, row_stride, d, weights, normalize, r0, r1,
+                                         buf.data_ptr<double>() + (r0 - c0) * d);
+        } else {
+          float* block = buf.data_ptr<float>() + (r0 - c0) * d;
+          bad[s] = scale_rows<T, float>(xp, row_stride, d, weights, normalize, r0, r1, block);
+          if (bad[s].status == vendi::kOk)
+            vendi::center_block(block, r1 - r0, d, sums.data_ptr<double>() + s * d,
+                                means.data_ptr<float>() + s * d);
+        }
+      }
+    });
+    for (const BadRow& b : bad)
+      if (b.status != vendi::kOk) return b;  // sub-blocks are in row order: the first is the first bad row
+
+    at::parallel_for(0, static_cast<int64_t>(items.size()), 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const TileItem& it = items[t];
+        at::Tensor prod;
+        if (!exact) prod = at::empty({it.ti, it.tj}, x.options().dtype(at::kFloat));
+        at::Tensor acc_tile = acc.narrow(0, it.i0, it.ti).narrow(1, it.j0, it.tj);
+        for (int64_t s = 0; s < subs; ++s) {
+          const int64_t r0 = s * sub_rows, rows = std::min(c1 - c0 - r0, sub_rows);
+          at::Tensor block = buf.narrow(0, r0, rows);
+          at::Tensor a = block.narrow(1, it.i0, it.ti).t();  // [ti, rows]
+          at::Tensor b = block.narrow(1, it.j0, it.tj);      // [rows, tj]
+          if (exact) {
+            at::addmm_out(acc_tile, acc_tile, a, b);
+          } else {
+            at::mm_out(prod, a, b);
+            const float* m = means.data_ptr<float>() + s * d;
+            const double* sm = sums.data_ptr<double>() + s * d;
+            vendi::add_centered_tile(accp + it.i0 * d + it.j0, d, prod.data_ptr<float>(), it.tj, it.ti,
+                                     it.tj, m + it.i0, sm + it.i0, m + it.j0, sm + it.j0,
+                                     static_cast<double>(rows), it.i0 == it.j0);
+          }
+        }
+      }
+    });
+  }
+  return BadRow{};
+}
+
+}  // namespace
+
+at::Tensor gram_accumulate_cpu(at::Tensor& gram, const at::Tensor& x, const std::optional<at::Tensor>& weights,
+                               bool normalize, bool exact) {
+  TORCH_CHECK(x.dim() == 2, "gram_accumulate: x must be [n, d], got ", x.sizes());
+  const int64_t n = x.size(0), d = x.size(1);
+  TORCH_CHECK(gram.dim() == 2 && gram.size(0) == d && gram.size(1) == d && gram.scalar_type() == at::kDouble &&
+                  gram.is_contiguous() && gram.is_cpu(),
+              "gram_accumulate: gram must be a contiguous float64 [d, d] CPU tensor with d = ", d);
+  const auto dtype = x.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16,
+              "gram_accumulate: x must be float16, bfloat16, float32 or float64, got ", dtype);
+  at::Tensor xs = (x.stride(1) == 1 || d <= 1) && x.stride(0) >= std::max<int64_t>(d, 1) ? x : x.contiguous();
+  at::Tensor w;
+  const double* wp = nullptr;
+  if (weights.has_value()) {
+    w = weights->to(at::kDouble).contiguous();
+    TORCH_CHECK(w.dim() == 1 && w.size(0) == n, "gram_accumulate: weights must be [n] with n = ", n);
+    wp = w.data_ptr<double>();
+  }
+  at::Tensor status = at::empty({2}, x.options().dtype(at::kLong));
+  status[0] = -1;
+  status[1] = 0;
+  if (n == 0 || d == 0) return status;
+  at::Tensor acc = at::zeros({d, d}, gram.options());
+  BadRow bad;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "gram_accumulate_cpu", [&] {
+    bad = accumulate_impl<scalar_t>(xs, wp, normalize, exact, acc);
+  });
+  if (bad.status != vendi::kOk) {
+    status[0] = bad.row;
+    status[1] = bad.status;
+    return status;
+  }
+  double* g = gram.data_ptr<double>();
+  const double* a = acc.data_ptr<double>();
+  at::parallel_for(0, d, 64, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i)
+      for (int64_t j = 0; j <= i; ++j) g[i * d + j] += a[i * d + j];
+  });
+  return status;
+}
+
+at::Tensor grouped_gram_cpu(const at::Tensor& x, const at::Tensor& order, const at::Tensor& offsets,
+                            int64_t size, bool normalize) {
+  TORCH_CHECK(x.dim() == 2, "grouped_gram: x must be [N, d], got ", x.sizes());
+  TORCH_CHECK(order.dim() == 1 && order.scalar_type() == at::kLong && order.size(0) == x.size(0),
+              "grouped_gram: order must be int64 [N]");
+  TORCH_CHECK(offsets.dim() == 1 && offsets.scalar_type() == at::kLong && offsets.size(0) >= 1,
+              "grouped_gram: offsets must be int64 [G + 1]");
+  TORCH_CHECK(size >= 1, "grouped_gram: size must be >= 1");
+  const int64_t N = x.size(0), d = x.size(1), G = offsets.size(0) - 1;
+  at::Tensor xs = x.to(at::kDouble).contiguous();
+  at::Tensor ord = order.contiguous(), off = offsets.contiguous();
+  const int64_t* op = ord.data_ptr<int64_t>();
+  const int64_t* fp = off.data_ptr<int64_t>();
+  TORCH_CHECK(fp[0] == 0 && fp[G] == N, "grouped_gram: offsets must run from 0 to N");
+  for (int64_t g = 0; g < G; ++g) {
+    const int64_t k = fp[g + 1] - fp[g];
+    TORCH_CHECK(k >= 0 && std::min(k, d) <= size, "grouped_gram: offsets must be non-decreasing and size >= ",
+                "min(n_g, d) for every group");
+  }
+  for (int64_t i = 0; i < N; ++i) TORCH_CHECK(op[i] >= 0 && op[i] < N, "grouped_gram: order out of range");
+  at::Tensor out = at::zeros({G, size, size}, xs.options());
+  const double* xp = xs.data_ptr<double>();
+  double* outp = out.data_ptr<double>();
+  at::parallel_for(0, G, 16, [&](int64_t g0, int64_t g1) {
+    std::vector<double> rows;
+    for (int64_t g = g0; g < g1; ++g) {
+      const int64_t k = fp[g + 1] - fp[g];
+      if (k == 0) continue;
+      rows.resize(k * d);
+      for (int64_t a = 0; a < k; ++a) {
+        const double* src = xp + op[fp[g] + a] * d;
+        double s = 1.0;
+        if (normalize) {
+          const double sq = vendi::dot(src, src, d);
+          s = sq > 0.0 ? 1.0 / std::sqrt(sq) : 0.0;
+        }
+        for (int64_t c = 0; c < d; ++c) rows[a * d + c] = src[c] * s;
+      }
+      double* dst = outp + g * size * size;
+      if (k * d * std::min(k, d) < kBlasGroupWork) {
+        vendi::small_gram(rows.data(), k, d, dst, size);
+        continue;
+      }
+      // Larger groups: one BLAS product (MKL), then the k' x k' result into the padded slot.
+      const at::Tensor y = at::from_blob(rows.data(), {k, d}, at::TensorOptions().dtype(at::kDouble));
+      const at::Tensor prod = k <= d ? at::mm(y, y.t()) : at::mm(y.t(), y);
+      const int64_t m = std::min(k, d);
+      const double* pp = prod.data_ptr<double>();
+      for (int64_t a = 0; a < m; ++a)
+        for (int64_t b = 0; b < m; ++b) dst[a * size + b] = pp[a * m + b];
+    }
+  });
+  return out;
+}
+
+}  // namespace prism

@@ -1,0 +1,128 @@
+// Vendi / Gram-entropy tile kernels: row scaling (L2 normalisation and weights, with the NaN / Inf
+// / zero-norm checks), sub-block centring for the float32 path, and small per-group Grams.
+//
+// Torch-free and single-threaded: the CPU driver (csrc/cpu/vendi_cpu.cpp) runs these per row or
+// per group inside at::parallel_for; the CUDA kernels (csrc/cuda/vendi_kernels.cu) reuse row_scale.
+// The maths is in prism_kernels/reference/vendi.py.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "prism/macros.h"
+
+namespace prism {
+namespace vendi {
+
+// Second entry of gram_accumulate's status output.
+enum Status : int32_t { kOk = 0, kNonFinite = 1, kZeroNorm = 2 };
+
+// Scale s of one row so that y = s * x: sqrt(w) / ||x|| (normalize) or sqrt(w).
+// The sum of squares is taken in double, so float32 / half rows cannot overflow it; a float64 row
+// whose squares overflow is rescaled by its largest magnitude first. Returns a Status.
+template <typename T>
+PRISM_HOST_DEVICE PRISM_INLINE int32_t row_scale(const T* row, int64_t d, double weight, bool normalize,
+                                                 double* scale) {
+  double sq = 0.0;
+  for (int64_t k = 0; k < d; ++k) {
+    const double v = static_cast<double>(row[k]);
+    sq += v * v;
+  }
+  if (!(sq <= 1.7976931348623157e308)) {  // NaN or +inf: a non-finite value, or overflow
+    double big = 0.0;
+    for (int64_t k = 0; k < d; ++k) {
+      const double v = static_cast<double>(row[k]);
+      if (!(v - v == 0.0)) return kNonFinite;  // NaN or +-inf
+      big = fabs(v) > big ? fabs(v) : big;
+    }
+    double scaled = 0.0;
+    for (int64_t k = 0; k < d; ++k) {
+      const double v = static_cast<double>(row[k]) / big;
+      scaled += v * v;
+    }
+    *scale = normalize ? sqrt(weight) / (big * sqrt(scaled)) : sqrt(weight);
+    return kOk;
+  }
+  if (normalize) {
+    if (sq == 0.0) return kZeroNorm;
+    *scale = sqrt(weight) / sqrt(sq);
+  } else {
+    *scale = sqrt(weight);
+  }
+  return kOk;
+}
+
+// Float32 sub-block of r rows for the "fast" path: writes y_i = fl32(s_i * x_i) centred by
+// m = fl32(mean of the y_i) into `out` [r, d] (row stride d), and sum_i y_i (double) into `sum` [d]
+// and m into `mean` [d]. With c_i = y_i - m (as stored):
+//     sum_i y_i y_i^T = sum_i c_i c_i^T + m sum^T + sum m^T - r m m^T
+// and the float32 product of the c_i has no common offset left to round systematically.
+PRISM_HOST_DEVICE PRISM_INLINE void center_block(float* out, int64_t r, int64_t d, double* sum,
+                                                 float* mean) {
+  for (int64_t k = 0; k < d; ++k) sum[k] = 0.0;
+  for (int64_t i = 0; i < r; ++i)
+    for (int64_t k = 0; k < d; ++k) sum[k] += static_cast<double>(out[i * d + k]);
+  for (int64_t k = 0; k < d; ++k) mean[k] = static_cast<float>(sum[k] / static_cast<double>(r));
+  for (int64_t i = 0; i < r; ++i)
+    for (int64_t k = 0; k < d; ++k) out[i * d + k] -= mean[k];
+}
+
+// acc[i, j] += prod[i, j] + m_i s_j + s_i m_j - r m_i m_j over a t_i x t_j tile (row strides
+// ld_acc and ld_prod); m, s are the tile's row (mi, si) and column (mj, sj) slices of center_block's
+// mean and sum. When `lower_only`, only j <= i (a diagonal tile) is touched.
+PRISM_HOST_DEVICE PRISM_INLINE void add_centered_tile(double* acc, int64_t ld_acc, const float* prod,
+                                                      int64_t ld_prod, int64_t ti, int64_t tj,
+                                                      const float* mi, const double* si, const float* mj,
+                                                      const double* sj, double r, bool lower_only) {
+  for (int64_t i = 0; i < ti; ++i) {
+    const double a = static_cast<double>(mi[i]);
+    const double b = si[i];
+    const int64_t stop = lower_only ? (i + 1 < tj ? i + 1 : tj) : tj;
+    double* arow = acc + i * ld_acc;
+    const float* prow = prod + i * ld_prod;
+    for (int64_t j = 0; j < stop; ++j) {
+      const double mjj = static_cast<double>(mj[j]);
+      arow[j] += static_cast<double>(prow[j]) + (a * sj[j] + (b - r * a) * mjj);
+    }
+  }
+}
+
+// Dot product with eight independent partial sums (so the loop vectorises without -ffast-math).
+PRISM_HOST_DEVICE PRISM_INLINE double dot(const double* u, const double* v, int64_t d) {
+  double p[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+  int64_t k = 0;
+  for (; k + 8 <= d; k += 8)
+    for (int l = 0; l < 8; ++l) p[l] += u[k + l] * v[k + l];
+  for (; k < d; ++k) p[0] += u[k] * v[k];
+  return ((p[0] + p[4]) + (p[1] + p[5])) + ((p[2] + p[6]) + (p[3] + p[7]));
+}
+
+// Gram of one group's n rows y [n, d] (row stride d), full symmetric, into `out` (row stride ld):
+// Y Y^T (n x n) when n <= d, else Y^T Y (d x d). Lower triangle computed, then mirrored.
+PRISM_HOST_DEVICE PRISM_INLINE void small_gram(const double* y, int64_t n, int64_t d, double* out,
+                                               int64_t ld) {
+  if (n <= d) {
+    for (int64_t a = 0; a < n; ++a)
+      for (int64_t b = 0; b <= a; ++b) {
+        const double s = dot(y + a * d, y + b * d, d);
+        out[a * ld + b] = s;
+        out[b * ld + a] = s;
+      }
+    return;
+  }
+  for (int64_t i = 0; i < d; ++i)
+    for (int64_t j = 0; j < d; ++j) out[i * ld + j] = 0.0;
+  for (int64_t r = 0; r < n; ++r) {
+    const double* row = y + r * d;
+    for (int64_t i = 0; i < d; ++i) {
+      const double yi = row[i];
+      double* orow = out + i * ld;
+      for (int64_t j = 0; j <= i; ++j) orow[j] += yi * row[j];
+    }
+  }
+  for (int64_t i = 0; i < d; ++i)
+    for (int64_t j = 0; j < i; ++j) out[j * ld + i] = out[i * ld + j];
+}
+
+}  // namespace vendi
+}  // namespace prism

@@ -1,0 +1,96 @@
+"""Pure-torch references of the Vendi ops: the test oracle and the fallback backend.
+
+Everything is computed in float64, whatever ``exact`` says: the reference is the yardstick the
+"fast" (float32 products) and "exact" (float64 throughout) kernels are measured against.
+
+Maths. For rows ``x_i`` of a block ``X [n, d]`` with weights ``w_i >= 0`` (1 when absent) let
+
+    y_i = sqrt(w_i) * x_i / ||x_i||      (normalize=True)
+    y_i = sqrt(w_i) * x_i                (normalize=False)
+
+``gram_accumulate`` adds ``sum_i y_i y_i^T`` to the LOWER triangle (``i >= j``) of ``gram [d, d]``;
+the strict upper triangle is never read or written. A row with a NaN or infinite value (or, with
+normalize, a zero norm) is an error: the op then leaves ``gram`` unchanged and reports the first
+such row. ``grouped_gram`` builds, for every group, the smaller of its two Grams (``Y_g^T Y_g``,
+d x d, or ``Y_g Y_g^T``, n_g x n_g) which share their non-zero eigenvalues.
+"""
+
+from __future__ import annotations
+
+import torch
+
+#: Status codes of ``gram_accumulate``'s second output entry.
+STATUS_OK = 0
+STATUS_NONFINITE = 1
+STATUS_ZERO_NORM = 2
+
+
+def _scaled_rows(x: torch.Tensor, weights: torch.Tensor | None, normalize: bool):
+    """[n, d] float64 rows y_i, and (first bad row, status) or (-1, 0)."""
+    y = x.to(torch.float64)
+    sq = (y * y).sum(dim=1)  # [n]
+    bad = ~torch.isfinite(y).all(dim=1)
+    if bool(bad.any()):
+        return None, (int(bad.nonzero()[0, 0]), STATUS_NONFINITE)
+    scale = torch.ones_like(sq)
+    if normalize:
+        zero = sq == 0
+        if bool(zero.any()):
+            return None, (int(zero.nonzero()[0, 0]), STATUS_ZERO_NORM)
+        scale = 1.0 / torch.sqrt(sq)
+    if weights is not None:
+        scale = scale * torch.sqrt(weights.to(torch.float64))
+    return y * scale[:, None], (-1, STATUS_OK)
+
+
+def gram_accumulate(gram: torch.Tensor, x: torch.Tensor, weights: torch.Tensor | None,
+                    normalize: bool, exact: bool) -> torch.Tensor:
+    """``gram[i, j] += sum_r y_ri y_rj`` for ``i >= j``; returns int64 ``[2]`` = (bad row or -1, status).
+
+    Args:
+        gram: ``[d, d]`` float64, updated in place (lower triangle only).
+        x: ``[n, d]`` float16 / bfloat16 / float32 / float64.
+        weights: ``[n]`` float64 >= 0, or None.
+        normalize: L2-normalise every row first.
+        exact: ignored here (the reference is float64 throughout).
+    """
+    del exact
+    y, (row, status) = _scaled_rows(x, weights, normalize)
+    if y is not None and y.shape[0]:
+        block = torch.tril(y.T @ y)
+        lower = torch.ones_like(block, dtype=torch.bool).tril()
+        gram.copy_(torch.where(lower, gram + block, gram))
+    return torch.tensor([row, status], dtype=torch.int64, device=x.device)
+
+
+def grouped_gram(x: torch.Tensor, order: torch.Tensor, offsets: torch.Tensor, size: int,
+                 normalize: bool) -> torch.Tensor:
+    """Per-group Grams, zero-padded to ``[G, size, size]`` float64 (full symmetric matrices).
+
+    Args:
+        x: ``[N, d]`` rows (finite; checked by the caller).
+        order: ``[N]`` int64 row indices sorted by group: group g owns ``order[offsets[g]:offsets[g+1]]``.
+        offsets: ``[G + 1]`` int64, non-decreasing, ``offsets[0] = 0``, ``offsets[G] = N``.
+        size: ``max_g min(n_g, d)`` (at least 1).
+        normalize: L2-normalise every row first (rows of zero norm stay zero).
+
+    Group g with ``n_g <= d`` gets ``Y_g Y_g^T`` (n_g x n_g, its rows in ``order``), otherwise
+    ``Y_g^T Y_g`` (d x d); the rest of its ``size x size`` slot is zero.
+    """
+    d = x.shape[1]
+    groups = offsets.shape[0] - 1
+    out = torch.zeros(groups, size, size, dtype=torch.float64, device=x.device)
+    y = x.to(torch.float64)
+    if normalize:
+        norm = torch.linalg.vector_norm(y, dim=1, keepdim=True)
+        y = torch.where(norm > 0, y / torch.where(norm > 0, norm, 1.0), 0.0)
+    for g in range(groups):
+        rows = y[order[int(offsets[g]):int(offsets[g + 1])]]
+        k = rows.shape[0]
+        if k == 0:
+            continue
+        if k <= d:
+            out[g, :k, :k] = rows @ rows.T
+        else:
+            out[g, :d, :d] = rows.T @ rows
+    return out

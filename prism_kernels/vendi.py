@@ -1,0 +1,361 @@
+"""Vendi scores: streaming, mergeable Gram accumulation and the entropy of its eigenvalues.
+
+The Vendi score of order q of rows ``x_1..x_n`` (L2-normalised by default, optionally weighted) is
+
+    VS_q = exp(H_q(lambda)),   lambda = eigenvalues of S / n,   S = sum_i w_i y_i y_i^T,  n = sum_i w_i
+
+with ``H_1 = -sum lambda log lambda`` (Shannon), ``H_q = log(sum lambda^q) / (1 - q)``, and
+``H_inf = -log(max lambda)``; zero eigenvalues contribute nothing. ``S`` is d x d (the "dual" form
+used by G-Vendi), accumulated block by block in float64:
+
+- ``precision="fast"``: float32 products of 128-row sub-blocks (centred, see
+  ``csrc/include/prism/vendi.h``), float64 accumulation across them; Frobenius-relative error of
+  ``S`` at most 1e-6 against a float64 reference, whatever the block sizes.
+- ``precision="exact"``: float64 throughout; error at most 1e-12.
+
+Only the lower triangle of ``S`` is computed and stored (the upper one stays zero).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from . import _backends
+from .reference.vendi import STATUS_NONFINITE, STATUS_OK, STATUS_ZERO_NORM
+
+PRECISIONS = ("fast", "exact")
+#: Frobenius-relative error bound of the accumulated Gram, per precision.
+PRECISION_BOUND = {"fast": 1e-6, "exact": 1e-12}
+
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+_FORMAT = "prism_kernels.VendiState/1"
+
+
+def _as_tensor(value, name: str) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    try:
+        return torch.as_tensor(value)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the argument's name
+        raise TypeError(f"{name} must be a torch tensor or numpy array, got {type(value).__name__}") from exc
+
+
+def _check_rows(x, name: str, dim: int | None = None) -> torch.Tensor:
+    t = _as_tensor(x, name)
+    if t.dim() != 2:
+        raise ValueError(f"{name} must be a 2-D [n, d] tensor, got shape {tuple(t.shape)}")
+    if t.dtype not in _FLOAT_DTYPES:
+        raise ValueError(f"{name} must be float16, bfloat16, float32 or float64, got {t.dtype}")
+    if dim is not None and t.shape[1] != dim:
+        raise ValueError(f"{name} must have d = {dim} columns, got shape {tuple(t.shape)}")
+    if t.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one column, got shape {tuple(t.shape)}")
+    return t
+
+
+def _check_q(q) -> float:
+    if isinstance(q, str):
+        if q.lower() in ("inf", "infinity"):
+            return math.inf
+        raise ValueError(f"q must be a number > 0 or 'inf', got {q!r}")
+    if isinstance(q, bool) or not isinstance(q, (int, float, np.integer, np.floating)):
+        raise ValueError(f"q must be a number > 0 or 'inf', got {q!r}")
+    q = float(q)
+    if not (q > 0) or math.isnan(q):
+        raise ValueError(f"q must be > 0, got {q!r}")
+    return q
+
+
+def _entropy_score(p: torch.Tensor, q: float) -> torch.Tensor:
+    """exp(H_q(p)) over the last axis of non-negative eigenvalues ``p`` [..., k] (float64)."""
+    pos = p > 0
+    if q == 1.0:
+        safe = torch.where(pos, p, torch.ones_like(p))
+        return torch.exp(-(torch.where(pos, p * torch.log(safe), torch.zeros_like(p))).sum(-1))
+    if math.isinf(q):
+        return 1.0 / p.amax(-1)
+    powered = torch.where(pos, p, torch.zeros_like(p)) ** q
+    return torch.exp(torch.log(powered.sum(-1)) / (1.0 - q))
+
+
+def _frobenius_sq_lower(gram: torch.Tensor) -> torch.Tensor:
+    """||S||_F^2 of the symmetric matrix whose lower triangle is ``gram``'s."""
+    lower = torch.tril(gram, -1)
+    return 2.0 * (lower * lower).sum() + (gram.diagonal() ** 2).sum()
+
+
+class VendiState:
+    """Streaming, mergeable accumulator of ``S = sum_i w_i y_i y_i^T`` for the Vendi score.
+
+    Args:
+        dim: d, the number of columns of every block.
+        normalize: L2-normalise every row before it is added (G-Vendi does).
+        precision: ``"fast"`` (float32 products, float64 accumulation) or ``"exact"`` (float64).
+        device: where the Gram lives; blocks are moved there.
+        backend: ``None`` (fastest available), ``"cpu"``, ``"cuda"``, ``"triton"`` or ``"reference"``.
+
+    ``update`` adds a block ``[n, d]``; ``merge`` adds another state's sums (shards merged equal one
+    pass within the precision's bound); ``save`` / ``load`` use safetensors; ``score(q)`` gives the
+    Vendi score of everything added so far.
+    """
+
+    def __init__(self, dim: int, normalize: bool = True, precision: str = "fast", *,
+                 device: str | torch.device = "cpu", backend: str | None = None):
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or int(dim) < 1:
+            raise ValueError(f"dim must be an int >= 1, got {dim!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if not isinstance(normalize, bool):
+            raise ValueError(f"normalize must be a bool, got {normalize!r}")
+        self.dim = int(dim)
+        self.normalize = normalize
+        self.precision = precision
+        self.device = torch.device(device)
+        self.backend = backend
+        _backends.resolve(backend, self.device)  # fail early on an unavailable backend
+        self._gram = torch.zeros(self.dim, self.dim, dtype=torch.float64, device=self.device)  # [d, d] lower
+        self._count = 0.0  # sum of weights
+        self._rows = 0  # rows seen (for error messages)
+
+    # -- accumulation ------------------------------------------------------------------------
+
+    def update(self, block, weights=None) -> "VendiState":
+        """Adds the rows of ``block`` [n, d] (float16/bfloat16/float32/float64), weighted by
+        ``weights`` [n] (finite, >= 0; default 1 each). A NaN or infinite value (or, with
+        ``normalize``, an all-zero row) raises ValueError naming its global row index, and leaves
+        the state unchanged."""
+        x = _check_rows(block, "block", self.dim).to(self.device)
+        n = x.shape[0]
+        w = None
+        total = float(n)
+        if weights is not None:
+            w = _as_tensor(weights, "weights")
+            if w.dim() != 1 or w.shape[0] != n:
+                raise ValueError(f"weights must be [n] = [{n}], got shape {tuple(w.shape)}")
+            if not (w.dtype.is_floating_point or w.dtype in _INT_DTYPES):
+                raise ValueError(f"weights must be a real tensor, got {w.dtype}")
+            w = w.to(device=self.device, dtype=torch.float64).contiguous()
+            if n and not bool(torch.isfinite(w).all()):
+                raise ValueError("weights must be finite")
+            if n and bool((w < 0).any()):
+                raise ValueError("weights must be >= 0")
+            total = float(w.sum())
+        if n == 0:
+            return self
+        name = _backends.resolve(self.backend, x.device)
+        status = _backends.kernel("gram_accumulate", name)(
+            self._gram, x, w, self.normalize, self.precision == "exact")
+        row, code = (int(v) for v in status.tolist())
+        if code != STATUS_OK:
+            where = self._rows + row
+            if code == STATUS_NONFINITE:
+                raise ValueError(f"block: row {where} (row {row} of this block) contains NaN or Inf")
+            if code == STATUS_ZERO_NORM:
+                raise ValueError(f"block: row {where} (row {row} of this block) is all zeros and "
+                                 f"cannot be L2-normalised")
+            raise RuntimeError(f"gram_accumulate returned an unknown status {code}")
+        self._count += total
+        self._rows += n
+        return self
+
+    def merge(self, other: "VendiState") -> "VendiState":
+        """Adds another state's sums to this one (in place); ``other`` must have the same dim,
+        normalize and precision."""
+        if not isinstance(other, VendiState):
+            raise ValueError(f"other must be a VendiState, got {type(other).__name__}")
+        for attr in ("dim", "normalize", "precision"):
+            if getattr(self, attr) != getattr(other, attr):
+                raise ValueError(f"other: cannot merge a state with {attr}={getattr(other, attr)!r} into "
+                                 f"one with {attr}={getattr(self, attr)!r}")
+        self._gram += other._gram.to(self.device)
+        self._count += other._count
+        self._rows += other._rows
+        return self
+
+    # -- persistence --------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Writes the state to a safetensors file."""
+        from safetensors.torch import save_file
+
+        save_file({"gram": self._gram.detach().cpu().contiguous(),
+                   "count": torch.tensor([self._count], dtype=torch.float64),
+                   "rows": torch.tensor([self._rows], dtype=torch.int64)},
+                  os.fspath(path),
+                  metadata={"format": _FORMAT, "dim": str(self.dim), "normalize": str(self.normalize),
+                            "precision": self.precision})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, device: str | torch.device = "cpu",
+             backend: str | None = None) -> "VendiState":
+        """Reads a state written by :meth:`save`."""
+        from safetensors import safe_open
+
+        with safe_open(os.fspath(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != _FORMAT:
+                raise ValueError(f"path: {os.fspath(path)!r} is not a saved VendiState "
+                                 f"(format {meta.get('format')!r})")
+            state = cls(int(meta["dim"]), meta["normalize"] == "True", meta["precision"], device=device,
+                        backend=backend)
+            gram = f.get_tensor("gram")
+            if gram.shape != (state.dim, state.dim) or gram.dtype != torch.float64:
+                raise ValueError(f"path: gram has shape {tuple(gram.shape)} / {gram.dtype}, "
+                                 f"expected [{state.dim}, {state.dim}] float64")
+            state._gram = gram.to(state.device)
+            state._count = float(f.get_tensor("count")[0])
+            state._rows = int(f.get_tensor("rows")[0])
+        return state
+
+    # -- results ------------------------------------------------------------------------------
+
+    @property
+    def count(self) -> float:
+        """n = the sum of the weights of every row added (the number of rows when unweighted)."""
+        return self._count
+
+    @property
+    def rows(self) -> int:
+        """Number of rows added."""
+        return self._rows
+
+    @property
+    def gram(self) -> torch.Tensor:
+        """S as a full symmetric ``[d, d]`` float64 matrix (a copy)."""
+        lower = torch.tril(self._gram)
+        return lower + torch.tril(self._gram, -1).T
+
+    def _scaled(self) -> torch.Tensor:
+        if self._rows == 0 or self._count <= 0:
+            raise ValueError("no rows: the Vendi score of an empty set (or of zero total weight) is undefined")
+        return self._gram / self._count
+
+    def spectrum(self) -> torch.Tensor:
+        """Eigenvalues of S / n, descending, ``[d]`` float64, clamped at 0; warns when one is
+        negative beyond rounding."""
+        scaled = self._scaled()
+        lam = torch.linalg.eigvalsh(scaled)  # reads the lower triangle only
+        bound = PRECISION_BOUND[self.precision]
+        tol = bound * float(torch.sqrt(_frobenius_sq_lower(scaled))) + \
+            64 * self.dim * torch.finfo(torch.float64).eps * float(lam.abs().max())
+        low = float(lam.min())
+        if low < -tol:
+            warnings.warn(f"VendiState.spectrum: eigenvalue {low:.3e} is negative beyond rounding "
+                          f"(tolerance {tol:.3e}); clamped to 0", RuntimeWarning, stacklevel=2)
+        return torch.flip(lam.clamp_min(0.0), dims=(0,))
+
+    def score(self, q=1) -> float:
+        """Vendi score of order ``q``: 1 (Shannon, default), 2 (closed form ``1 / ||S/n||_F^2``, no
+        eigendecomposition), ``"inf"`` (``1 / lambda_max``) or any number > 0."""
+        qf = _check_q(q)
+        if qf == 2.0:
+            return float(1.0 / _frobenius_sq_lower(self._scaled()))
+        return float(_entropy_score(self.spectrum(), qf))
+
+    def __repr__(self) -> str:
+        return (f"VendiState(dim={self.dim}, normalize={self.normalize}, precision={self.precision!r}, "
+                f"rows={self._rows}, count={self._count:g})")
+
+
+def vendi_score(X, q=1, *, weights=None, normalize: bool = True, precision: str = "fast",
+                block_rows: int | None = None, backend: str | None = None) -> float:
+    """Vendi score of order ``q`` of the rows of ``X`` [n, d] (one-shot :class:`VendiState`).
+
+    Args:
+        X: ``[n, d]`` float16 / bfloat16 / float32 / float64 rows (numpy arrays accepted).
+        q: 1 (default), 2, ``"inf"`` or any number > 0.
+        weights: ``[n]`` row weights >= 0 (then n = sum of weights).
+        normalize: L2-normalise rows first.
+        precision: ``"fast"`` or ``"exact"``.
+        block_rows: feed X in blocks of this many rows (default: all at once).
+        backend: as in :class:`VendiState`.
+    """
+    x = _check_rows(X, "X")
+    if x.shape[0] == 0:
+        raise ValueError("X: no rows: the Vendi score of an empty set is undefined")
+    if block_rows is not None and (isinstance(block_rows, bool) or not isinstance(block_rows, int)
+                                   or block_rows < 1):
+        raise ValueError(f"block_rows must be an int >= 1, got {block_rows!r}")
+    _check_q(q)
+    state = VendiState(x.shape[1], normalize, precision, device=x.device, backend=backend)
+    step = block_rows or x.shape[0]
+    w = None if weights is None else _as_tensor(weights, "weights")
+    if w is not None and (w.dim() != 1 or w.shape[0] != x.shape[0]):
+        raise ValueError(f"weights must be [n] = [{x.shape[0]}], got shape {tuple(w.shape)}")
+    for start in range(0, x.shape[0], step):
+        state.update(x[start:start + step], None if w is None else w[start:start + step])
+    return state.score(q)
+
+
+def grouped_vendi(X, groups, q=1, *, normalize: bool = True, num_groups: int | None = None,
+                  backend: str | None = None) -> torch.Tensor:
+    """Vendi score of every group of rows, in one kernel call.
+
+    Args:
+        X: ``[N, d]`` float rows (finite).
+        groups: ``[N]`` integer group id of every row, in ``[0, G)``.
+        q: as in :func:`vendi_score`.
+        normalize: L2-normalise rows first (an all-zero row then stays zero).
+        num_groups: G (default ``groups.max() + 1``).
+        backend: ``None``, ``"cpu"`` or ``"reference"`` (no Triton / CUDA kernel yet: those
+            devices use the reference).
+
+    Returns:
+        ``[G]`` float64 scores; NaN for a group without rows.
+
+    Each group goes through the smaller of its two Grams, ``Y_g Y_g^T`` (n_g x n_g) or
+    ``Y_g^T Y_g`` (d x d), which have the same non-zero eigenvalues; at q = 2 the score is
+    ``1 / ||Gram / n_g||_F^2`` without any eigendecomposition. Memory: ``G * k^2`` float64 with
+    ``k = max_g min(n_g, d)``.
+    """
+    x = _check_rows(X, "X")
+    qf = _check_q(q)
+    n, d = x.shape
+    g = _as_tensor(groups, "groups")
+    if g.dim() != 1 or g.shape[0] != n:
+        raise ValueError(f"groups must be [N] = [{n}], got shape {tuple(g.shape)}")
+    if g.dtype not in _INT_DTYPES:
+        raise ValueError(f"groups must be an integer tensor, got {g.dtype}")
+    g = g.to(device=x.device, dtype=torch.int64)
+    if n and int(g.min()) < 0:
+        raise ValueError("groups must be >= 0")
+    largest = int(g.max()) + 1 if n else 0
+    if num_groups is None:
+        num_groups = largest
+    elif num_groups < largest:
+        raise ValueError(f"num_groups = {num_groups} but groups holds group {largest - 1}")
+    if n and not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x).all(dim=1)).nonzero()[0, 0])
+        raise ValueError(f"X: row {bad} contains NaN or Inf")
+    counts = torch.bincount(g, minlength=num_groups)  # [G]
+    offsets = torch.zeros(num_groups + 1, dtype=torch.int64, device=x.device)
+    offsets[1:] = torch.cumsum(counts, 0)
+    order = torch.argsort(g, stable=True)
+    size = max(1, int(torch.clamp(counts, max=d).max())) if num_groups else 1
+    if backend in ("triton", "cuda"):
+        raise _backends.BackendUnavailableError(f"grouped_vendi has no {backend!r} kernel yet; use "
+                                                f"backend='cpu' or 'reference'")
+    name = _backends.resolve(backend, x.device)
+    if name != "cpu":
+        name = "reference"
+    grams = _backends.kernel("grouped_gram", name)(x, order, offsets, size, normalize)  # [G, k, k]
+    nz = counts.clamp_min(1).to(torch.float64)
+    scaled = grams / nz[:, None, None]
+    if qf == 2.0:
+        scores = 1.0 / (scaled * scaled).sum(dim=(1, 2))
+    else:
+        lam = torch.linalg.eigvalsh(scaled).clamp_min(0.0)
+        scores = _entropy_score(lam, qf)
+    return torch.where(counts > 0, scores, torch.full_like(scores, math.nan))
+
+
+__all__ = ["PRECISIONS", "PRECISION_BOUND", "VendiState", "grouped_vendi", "vendi_score"]
