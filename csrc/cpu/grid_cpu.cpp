@@ -4,9 +4,11 @@
 #include <ATen/Parallel.h>
 #include <ATen/ops/zeros.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
 #include <c10/util/Exception.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <type_traits>
@@ -174,7 +176,6 @@ void histogram_private(const T* pts, const GridArgs& args, const AxisTables<T>& 
     }
   });
   at::parallel_for(0, total_cells, 1 << 14, [&](int64_t first, int64_t last) {
-    std::fill(out + first, out + last, 0);
     for (int64_t t = 0; t < tasks; ++t) {
       const uint32_t* part = partial[t].get();
       for (int64_t c = first; c < last; ++c) out[c] += part[c];
@@ -204,10 +205,6 @@ void histogram_bucketed(const T* pts, const GridArgs& args, const AxisTables<T>&
   std::vector<int64_t> task_bucket(tasks * buckets);  // counts, then write positions
   std::vector<int64_t> bucket_begin(buckets + 1);
   std::vector<std::vector<int64_t>> task_lost(tasks, std::vector<int64_t>(args.num_groups, 0));
-  at::parallel_for(0, buckets, 1, [&](int64_t first, int64_t last) {  // first touch by bucket
-    const int64_t lo = first << kBucketShift, hi = std::min(total_cells, last << kBucketShift);
-    std::fill(out + lo, out + hi, 0);
-  });
   for (int64_t base = 0; base < n; base += chunk) {
     const int64_t count = std::min(chunk, n - base);
     std::fill(task_bucket.begin(), task_bucket.end(), 0);
@@ -288,6 +285,18 @@ void cells_impl(const at::Tensor& points, const GridArgs& args, const at::Tensor
   });
 }
 
+// Zero counts [G, C]. Large ones come from calloc: fresh pages arrive zeroed from the kernel on
+// first touch (in parallel, by the counting threads), so the grid is not written twice.
+at::Tensor zeroed_counts(int64_t groups, int64_t cells) {
+  const int64_t total = groups * cells;
+  if (total * static_cast<int64_t>(sizeof(int64_t)) < (int64_t{1} << 20))
+    return at::zeros({groups, cells}, at::TensorOptions().dtype(at::kLong));
+  void* data = std::calloc(static_cast<size_t>(total), sizeof(int64_t));
+  TORCH_CHECK(data != nullptr, "grid_histogram: cannot allocate ", total, " int64 counts");
+  return at::from_blob(data, {groups, cells}, [](void* p) { std::free(p); },
+                       at::TensorOptions().dtype(at::kLong));
+}
+
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> grid_histogram_cpu(const at::Tensor& points,
@@ -295,7 +304,7 @@ std::tuple<at::Tensor, at::Tensor> grid_histogram_cpu(const at::Tensor& points,
                                                       const at::Tensor& edges, at::IntArrayRef bins,
                                                       int64_t points_per_group) {
   const GridArgs args = check_grid_args(points, group_ids, edges, bins, points_per_group);
-  at::Tensor counts = at::empty({args.num_groups, args.num_cells}, points.options().dtype(at::kLong));  // zeroed by the impl
+  at::Tensor counts = zeroed_counts(args.num_groups, args.num_cells);
   at::Tensor dropped = at::zeros({args.num_groups}, points.options().dtype(at::kLong));
   if (points.scalar_type() == at::kFloat)
     histogram_impl<float>(points, args, edges, bins, counts, dropped);
