@@ -153,6 +153,18 @@ def window_fn(case: WindowCase, impl: str, data: Data):
     raise ValueError(f"unknown implementation {impl!r}")
 
 
+def single_thread(fn):
+    """``fn`` run with torch's intra-op threads (which our kernels use) set to 1 for the call."""
+    def call():
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return fn()
+        finally:
+            torch.set_num_threads(previous)
+    return call
+
+
 def total(counts) -> float:
     """Sum of a histogram from any implementation (float64, exact for these sizes)."""
     if isinstance(counts, torch.Tensor):

@@ -28,7 +28,15 @@ using grid::Axis;
 // Per-task uint32 histograms are used while one stays cache resident (about an L2); beyond that
 // the cells are bucketed first (histogram_bucketed).
 constexpr int64_t kPrivateHistogramBytes = int64_t{2} << 20;
-constexpr int64_t kMinPointsPerTask = 1 << 14;
+constexpr int64_t kMinPointsPerTask = 1 << 16;
+// Work (elements touched) below which a loop runs on the calling thread: waking the pool costs
+// more than it saves, and a pool thread that another process keeps off its core stalls the call.
+constexpr int64_t kSerialWork = int64_t{1} << 20;
+
+// Grain that keeps a loop over `range` items serial when the whole loop touches little memory.
+int64_t grain_for(int64_t range, int64_t work, int64_t grain) {
+  return work < kSerialWork ? std::max<int64_t>(range, 1) : grain;
+}
 // A private uint32 counter cannot overflow if its task has fewer points than this.
 constexpr int64_t kMaxPointsPerTask = int64_t{1} << 31;
 
@@ -175,7 +183,8 @@ void histogram_private(const T* pts, const GridArgs& args, const AxisTables<T>& 
       }
     }
   });
-  at::parallel_for(0, total_cells, 1 << 14, [&](int64_t first, int64_t last) {
+  at::parallel_for(0, total_cells, grain_for(total_cells, total_cells * tasks, 1 << 16),
+                   [&](int64_t first, int64_t last) {
     for (int64_t t = 0; t < tasks; ++t) {
       const uint32_t* part = partial[t].get();
       for (int64_t c = first; c < last; ++c) out[c] += part[c];
@@ -344,7 +353,8 @@ at::Tensor window_counts_cpu(const at::Tensor& counts, at::IntArrayRef window, a
   const int64_t* src = counts.data_ptr<int64_t>();
   // Pass 1, per plane (b, i0): zero the borders, prefix-sum rows along axis 2, then add rows along
   // axis 1. Planes are independent.
-  at::parallel_for(0, batch * (n[0] + 1), 16, [&](int64_t first, int64_t last) {
+  const int64_t work = batch * sb;
+  at::parallel_for(0, batch * (n[0] + 1), grain_for(batch * (n[0] + 1), work, 16), [&](int64_t first, int64_t last) {
     for (int64_t plane = first; plane < last; ++plane) {
       const int64_t b = plane / (n[0] + 1), i0 = plane % (n[0] + 1);
       int64_t* dst = sat.get() + b * sb + i0 * s0;
@@ -368,7 +378,7 @@ at::Tensor window_counts_cpu(const at::Tensor& counts, at::IntArrayRef window, a
     }
   });
   // Pass 2: prefix-sum planes along axis 0, in parallel over column ranges of each batch item.
-  at::parallel_for(0, batch * s0, 4096, [&](int64_t first, int64_t last) {
+  at::parallel_for(0, batch * s0, grain_for(batch * s0, work, 4096), [&](int64_t first, int64_t last) {
     for (int64_t start = first; start < last;) {
       const int64_t b = start / s0;
       const int64_t stop = std::min(last, (b + 1) * s0);
@@ -383,7 +393,7 @@ at::Tensor window_counts_cpu(const at::Tensor& counts, at::IntArrayRef window, a
   });
   int64_t* dst = out.data_ptr<int64_t>();
   const int64_t rows = batch * out_size[0] * out_size[1];
-  at::parallel_for(0, rows, 64, [&](int64_t first, int64_t last) {
+  at::parallel_for(0, rows, grain_for(rows, out.numel() * 8, 64), [&](int64_t first, int64_t last) {
     for (int64_t r = first; r < last; ++r) {
       const int64_t b = r / (out_size[0] * out_size[1]);
       const int64_t o0 = (r / out_size[1]) % out_size[0], o1 = r % out_size[1];
