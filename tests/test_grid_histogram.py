@@ -170,8 +170,12 @@ def test_numpy_input_accepted():
     np.testing.assert_array_equal(counts.numpy(), numpy_counts(torch.from_numpy(pts), 4, [(0.0, 1.0)] * 2))
 
 
-def test_large_grids_take_the_bucketed_path_and_agree():
-    """Grids beyond the caches are counted through radix buckets: batched, ragged and dropped too."""
+@pytest.mark.parametrize("chunk", [None, "7777"])
+def test_large_grids_take_the_bucketed_path_and_agree(monkeypatch, chunk):
+    """Grids beyond the caches are counted through radix buckets: batched, ragged and dropped too,
+    in one chunk of points or in many (PRISM_KERNELS_BUCKET_CHUNK)."""
+    if chunk is not None:
+        monkeypatch.setenv("PRISM_KERNELS_BUCKET_CHUNK", chunk)
     pts = tricky_points(300_000, 3, torch.float32)
     bounds = [(-1.0, 2.0)] * 3
     counts, dropped = pk.grid_histogram(pts, 160, bounds, return_dropped=True, backend="cpu")  # 4M cells

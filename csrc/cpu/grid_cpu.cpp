@@ -66,7 +66,7 @@ GridArgs check_grid_args(const at::Tensor& points, const std::optional<at::Tenso
                 "bins[", d, "] out of range");
     args.num_cells *= bins[d];
   }
-  TORCH_CHECK(args.num_groups * args.num_cells < (int64_t{1} << 32), "more than 2^32 cells in all groups");
+  TORCH_CHECK(args.num_groups * args.num_cells < (int64_t{1} << 32) - 1, "more than 2^32 - 2 cells in all groups");
   if (group_ids.has_value()) {
     const at::Tensor& g = *group_ids;
     TORCH_CHECK(g.dim() == 1 && g.size(0) == args.num_points && g.scalar_type() == at::kLong &&
@@ -199,8 +199,16 @@ void histogram_private(const T* pts, const GridArgs& args, const AxisTables<T>& 
 // into buckets of kBucketCells consecutive cells (1 MiB of counters, cache resident), and each
 // bucket is then counted by one task.
 constexpr int kBucketShift = 17;
-constexpr int64_t kBucketChunk = int64_t{1} << 22;  // points per chunk: bounds the scratch at 48 MiB
 constexpr int64_t kPrefetchAhead = 32;
+constexpr uint32_t kDroppedCell = 0xFFFFFFFFu;  // global cells are < 2^32 - 1 (checked on entry)
+
+// Points per chunk: each chunk re-reads every bucket region of the output, so chunks are large;
+// scratch is 8 bytes per point of a chunk (128 MiB by default). PRISM_KERNELS_BUCKET_CHUNK lowers it.
+int64_t bucket_chunk() {
+  const char* env = std::getenv("PRISM_KERNELS_BUCKET_CHUNK");
+  const int64_t chunk = env != nullptr ? std::atoll(env) : 0;
+  return chunk > 0 ? chunk : int64_t{1} << 24;
+}
 
 template <typename T>
 void histogram_bucketed(const T* pts, const GridArgs& args, const AxisTables<T>& tables, int64_t tasks,
@@ -208,8 +216,8 @@ void histogram_bucketed(const T* pts, const GridArgs& args, const AxisTables<T>&
   const int64_t total_cells = args.num_groups * args.num_cells;
   const int64_t buckets = (total_cells >> kBucketShift) + 1;
   const int64_t n = args.num_points;
-  const int64_t chunk = std::min(n, kBucketChunk);
-  std::unique_ptr<int64_t[]> cells(new int64_t[chunk]);
+  const int64_t chunk = std::min(n, bucket_chunk());
+  std::unique_ptr<uint32_t[]> cells(new uint32_t[chunk]);  // global cell, or kDroppedCell
   std::unique_ptr<uint32_t[]> sorted(new uint32_t[chunk]);  // cell - bucket start, grouped by bucket
   std::vector<int64_t> task_bucket(tasks * buckets);  // counts, then write positions
   std::vector<int64_t> bucket_begin(buckets + 1);
@@ -219,14 +227,21 @@ void histogram_bucketed(const T* pts, const GridArgs& args, const AxisTables<T>&
     std::fill(task_bucket.begin(), task_bucket.end(), 0);
     at::parallel_for(0, tasks, 1, [&](int64_t first, int64_t last) {
       for (int64_t t = first; t < last; ++t) {
-        const int64_t lo = count * t / tasks, hi = count * (t + 1) / tasks;
-        point_cells<T>(pts, base + lo, base + hi, args, tables, /*global=*/true, cells.get() + lo);
         int64_t* histogram = task_bucket.data() + t * buckets;
-        for (int64_t j = lo; j < hi; ++j) {
-          if (cells[j] >= 0)
-            ++histogram[cells[j] >> kBucketShift];
-          else
-            ++task_lost[t][group_of(args, base + j)];
+        int64_t block[kCellChunk];
+        const int64_t hi = count * (t + 1) / tasks;
+        for (int64_t lo = count * t / tasks; lo < hi; lo += kCellChunk) {
+          const int64_t m = std::min(kCellChunk, hi - lo);
+          point_cells<T>(pts, base + lo, base + lo + m, args, tables, /*global=*/true, block);
+          for (int64_t j = 0; j < m; ++j) {
+            if (block[j] >= 0) {
+              cells[lo + j] = static_cast<uint32_t>(block[j]);
+              ++histogram[block[j] >> kBucketShift];
+            } else {
+              cells[lo + j] = kDroppedCell;
+              ++task_lost[t][group_of(args, base + lo + j)];
+            }
+          }
         }
       }
     });
@@ -244,8 +259,8 @@ void histogram_bucketed(const T* pts, const GridArgs& args, const AxisTables<T>&
       for (int64_t t = first; t < last; ++t) {
         int64_t* write = task_bucket.data() + t * buckets;
         for (int64_t j = count * t / tasks; j < count * (t + 1) / tasks; ++j) {
-          const int64_t cell = cells[j];
-          if (cell >= 0) sorted[write[cell >> kBucketShift]++] = static_cast<uint32_t>(cell & ((1 << kBucketShift) - 1));
+          const uint32_t cell = cells[j];
+          if (cell != kDroppedCell) sorted[write[cell >> kBucketShift]++] = cell & ((1u << kBucketShift) - 1);
         }
       }
     });
