@@ -10,7 +10,9 @@
 // The accumulator is a private [d, d] float64 buffer: `gram` only receives it once the whole block
 // is known to be valid, so a bad row leaves `gram` unchanged.
 //
-// grouped_gram: one group per task, vendi.h small_gram on float64 rows.
+// grouped_gram: one group per task, vendi.h small_gram (or one BLAS product) on float64 rows;
+// grouped_frobenius_sq: the same Grams, reduced to ||Gram_g||_F^2 at once (grouped_vendi at q = 2,
+// no padded [G, k, k] output and no eigendecomposition).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
@@ -181,31 +183,33 @@ at::Tensor gram_accumulate_cpu(at::Tensor& gram, const at::Tensor& x, const std:
   return status;
 }
 
-at::Tensor grouped_gram_cpu(const at::Tensor& x, const at::Tensor& order, const at::Tensor& offsets,
-                            int64_t size, bool normalize) {
-  TORCH_CHECK(x.dim() == 2, "grouped_gram: x must be [N, d], got ", x.sizes());
-  TORCH_CHECK(order.dim() == 1 && order.scalar_type() == at::kLong && order.size(0) == x.size(0),
-              "grouped_gram: order must be int64 [N]");
-  TORCH_CHECK(offsets.dim() == 1 && offsets.scalar_type() == at::kLong && offsets.size(0) >= 1,
-              "grouped_gram: offsets must be int64 [G + 1]");
-  TORCH_CHECK(size >= 1, "grouped_gram: size must be >= 1");
+namespace {
+
+// Checks grouped_gram's arguments; calls sink(g, gram, m) from at::parallel_for for every non-empty
+// group g with its m x m Gram (m = min(n_g, d), row stride m, full symmetric, float64).
+template <typename Sink>
+void for_each_group_gram(const at::Tensor& x, const at::Tensor& order, const at::Tensor& offsets, int64_t size,
+                         bool normalize, const char* name, Sink&& sink) {
+  TORCH_CHECK(x.dim() == 2, name, ": x must be [N, d], got ", x.sizes());
+  TORCH_CHECK(order.dim() == 1 && order.scalar_type() == at::kLong && order.size(0) == x.size(0), name,
+              ": order must be int64 [N]");
+  TORCH_CHECK(offsets.dim() == 1 && offsets.scalar_type() == at::kLong && offsets.size(0) >= 1, name,
+              ": offsets must be int64 [G + 1]");
   const int64_t N = x.size(0), d = x.size(1), G = offsets.size(0) - 1;
   at::Tensor xs = x.to(at::kDouble).contiguous();
   at::Tensor ord = order.contiguous(), off = offsets.contiguous();
   const int64_t* op = ord.data_ptr<int64_t>();
   const int64_t* fp = off.data_ptr<int64_t>();
-  TORCH_CHECK(fp[0] == 0 && fp[G] == N, "grouped_gram: offsets must run from 0 to N");
+  TORCH_CHECK(fp[0] == 0 && fp[G] == N, name, ": offsets must run from 0 to N");
   for (int64_t g = 0; g < G; ++g) {
     const int64_t k = fp[g + 1] - fp[g];
-    TORCH_CHECK(k >= 0 && std::min(k, d) <= size, "grouped_gram: offsets must be non-decreasing and size >= ",
+    TORCH_CHECK(k >= 0 && std::min(k, d) <= size, name, ": offsets must be non-decreasing and size >= ",
                 "min(n_g, d) for every group");
   }
-  for (int64_t i = 0; i < N; ++i) TORCH_CHECK(op[i] >= 0 && op[i] < N, "grouped_gram: order out of range");
-  at::Tensor out = at::zeros({G, size, size}, xs.options());
+  for (int64_t i = 0; i < N; ++i) TORCH_CHECK(op[i] >= 0 && op[i] < N, name, ": order out of range");
   const double* xp = xs.data_ptr<double>();
-  double* outp = out.data_ptr<double>();
   at::parallel_for(0, G, 16, [&](int64_t g0, int64_t g1) {
-    std::vector<double> rows;
+    std::vector<double> rows, gram;
     for (int64_t g = g0; g < g1; ++g) {
       const int64_t k = fp[g + 1] - fp[g];
       if (k == 0) continue;
@@ -219,20 +223,49 @@ at::Tensor grouped_gram_cpu(const at::Tensor& x, const at::Tensor& order, const 
         }
         for (int64_t c = 0; c < d; ++c) rows[a * d + c] = src[c] * s;
       }
-      double* dst = outp + g * size * size;
-      if (k * d * std::min(k, d) < kBlasGroupWork) {
-        vendi::small_gram(rows.data(), k, d, dst, size);
+      const int64_t m = std::min(k, d);
+      if (k * d * m < kBlasGroupWork) {
+        gram.resize(m * m);
+        vendi::small_gram(rows.data(), k, d, gram.data(), m);
+        sink(g, gram.data(), m);
         continue;
       }
-      // Larger groups: one BLAS product (MKL), then the k' x k' result into the padded slot.
+      // Larger groups: one BLAS product (MKL).
       const at::Tensor y = at::from_blob(rows.data(), {k, d}, at::TensorOptions().dtype(at::kDouble));
       const at::Tensor prod = k <= d ? at::mm(y, y.t()) : at::mm(y.t(), y);
-      const int64_t m = std::min(k, d);
-      const double* pp = prod.data_ptr<double>();
-      for (int64_t a = 0; a < m; ++a)
-        for (int64_t b = 0; b < m; ++b) dst[a * size + b] = pp[a * m + b];
+      sink(g, prod.data_ptr<double>(), m);
     }
   });
+}
+
+}  // namespace
+
+at::Tensor grouped_gram_cpu(const at::Tensor& x, const at::Tensor& order, const at::Tensor& offsets,
+                            int64_t size, bool normalize) {
+  TORCH_CHECK(size >= 1, "grouped_gram: size must be >= 1");
+  const int64_t G = offsets.dim() == 1 ? offsets.size(0) - 1 : 0;
+  at::Tensor out = at::zeros({std::max<int64_t>(G, 0), size, size}, x.options().dtype(at::kDouble));
+  double* outp = out.data_ptr<double>();
+  for_each_group_gram(x, order, offsets, size, normalize, "grouped_gram",
+                      [&](int64_t g, const double* gram, int64_t m) {
+                        double* dst = outp + g * size * size;
+                        for (int64_t a = 0; a < m; ++a)
+                          for (int64_t b = 0; b < m; ++b) dst[a * size + b] = gram[a * m + b];
+                      });
+  return out;
+}
+
+at::Tensor grouped_frobenius_sq_cpu(const at::Tensor& x, const at::Tensor& order, const at::Tensor& offsets,
+                                    bool normalize) {
+  const int64_t G = offsets.dim() == 1 ? offsets.size(0) - 1 : 0;
+  at::Tensor out = at::zeros({std::max<int64_t>(G, 0)}, x.options().dtype(at::kDouble));
+  double* outp = out.data_ptr<double>();
+  for_each_group_gram(x, order, offsets, std::numeric_limits<int64_t>::max(), normalize, "grouped_frobenius_sq",
+                      [&](int64_t g, const double* gram, int64_t m) {
+                        double s = 0.0;
+                        for (int64_t a = 0; a < m; ++a) s += vendi::dot(gram + a * m, gram + a * m, m);
+                        outp[g] = s;
+                      });
   return out;
 }
 
