@@ -1,20 +1,25 @@
-"""Vendi benchmarks: prism_kernels vs vendi-score's score_dual and numpy X^T X + eigvalsh.
+"""Vendi benchmarks: prism_kernels vs vendi-score's score_dual, numpy X^T X + eigvalsh, and scipy's
+exact kernel-matrix eigenvalues for kernel_vendi.
 
-Every number is reported as a ratio against a named peer measured in the same run on the same data
-(best of --repeat runs), with peak resident memory growth. Usage:
+Every number is reported as a ratio against a named peer measured in the same run on the same data;
+peer and prism_kernels runs are interleaved and the medians of --repeat runs are compared (the
+machine is shared: the load average is printed at the start and the end). Usage:
 
-    python benchmarks/bench_vendi.py [--rows 100000] [--dim 1024] [--stream-rows 1000000] [--repeat 2]
+    python benchmarks/bench_vendi.py [--rows 100000] [--dim 1024] [--stream-rows 1000000] [--repeat 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import resource
+import statistics
 import time
 
 import numpy as np
 import scipy.linalg
+import scipy.spatial.distance
 import torch
 
 import prism_kernels as pk
@@ -29,6 +34,23 @@ def best(fn, repeat):
     return min(times), out
 
 
+def paired(peer, ours, repeat):
+    """Median times of ``peer`` and ``ours`` run alternately ``repeat`` times; and their last outputs."""
+    tp, to, out_p, out_o = [], [], None, None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out_p = peer()
+        tp.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        out_o = ours()
+        to.append(time.perf_counter() - t)
+    return statistics.median(tp), statistics.median(to), out_p, out_o
+
+
+def load():
+    return "load average %.2f %.2f %.2f" % os.getloadavg()
+
+
 def peak_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -40,11 +62,12 @@ def main():
     ap.add_argument("--stream-rows", type=int, default=1_000_000)
     ap.add_argument("--block", type=int, default=50_000)
     ap.add_argument("--groups", type=int, default=10_000)
-    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--kernel-rows", type=int, default=5000)
+    ap.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     print(f"machine: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}, "
-          f"torch {torch.__version__}, numpy {np.__version__}")
+          f"torch {torch.__version__}, numpy {np.__version__}; {load()}")
     # streamed 1M rows in "fast": peak memory beyond one input block
     d = a.dim
     if a.stream_rows:  # first, so the RSS peak is not set by the sections below
@@ -71,14 +94,14 @@ def main():
     t32 = torch.from_numpy(x32)
 
     # accumulation alone: fast vs numpy fp32 SYRK (numpy's X.T @ X), exact vs numpy fp64 SYRK
-    t_np32, _ = best(lambda: xn32.T @ xn32, a.repeat)
-    t_fast, _ = best(lambda: pk.VendiState(d, precision="fast").update(t32), a.repeat)
+    t_np32, t_fast, _, _ = paired(lambda: xn32.T @ xn32, lambda: pk.VendiState(d, precision="fast").update(t32),
+                                  a.repeat)
     print(f"accumulate {n}x{d} fp32: numpy X^T X {t_np32:.3f} s | pk fast {t_fast:.3f} s "
-          f"(incl. normalisation) -> rate ratio {t_np32 / t_fast:.2f}x")
+          f"(incl. normalisation) -> rate ratio {t_np32 / t_fast:.2f}x (medians of {a.repeat}, interleaved)")
     x64 = xn32.astype(np.float64)
-    t_np64, _ = best(lambda: x64.T @ x64, a.repeat)
     t64 = torch.from_numpy(x64)
-    t_exact, _ = best(lambda: pk.VendiState(d, precision="exact").update(t64), a.repeat)
+    t_np64, t_exact, _, _ = paired(lambda: x64.T @ x64, lambda: pk.VendiState(d, precision="exact").update(t64),
+                                   a.repeat)
     print(f"accumulate {n}x{d} fp64: numpy X^T X {t_np64:.3f} s | pk exact {t_exact:.3f} s "
           f"-> rate ratio {t_np64 / t_exact:.2f}x")
     del x64, t64
@@ -101,12 +124,40 @@ def main():
         xs = gx.numpy()
         sub = min(a.groups, 1000)
         for q in (1, 2):
-            t_loop, _ = best(lambda: [vendi.score_dual(xs[i * 100:(i + 1) * 100], q=q) for i in range(sub)], 1)
+            t_loop, t_grp, _, _ = paired(
+                lambda: [vendi.score_dual(xs[i * 100:(i + 1) * 100], q=q) for i in range(sub)],
+                lambda: pk.grouped_vendi(gx, gid, q), a.repeat)
             t_loop *= a.groups / sub
-            t_grp, _ = best(lambda: pk.grouped_vendi(gx, gid, q), a.repeat)
             print(f"grouped_vendi {a.groups} groups x 100 x 64, q={q}: vendi-score loop {t_loop:.2f} s "
                   f"(extrapolated from {sub}) | pk {t_grp:.3f} s -> {t_loop / t_grp:.1f}x")
 
+    # kernel_vendi: RBF on n clustered rows in d = 8, exact / SLQ / RFF vs scipy's exact eigenvalues
+    if a.kernel_rows:
+        g = torch.Generator().manual_seed(0)
+        kn, bw = a.kernel_rows, 3.0
+        centres = torch.randn(20, 8, generator=g) * 2
+        kx = centres[torch.randint(0, 20, (kn,), generator=g)] + 0.5 * torch.randn(kn, 8, generator=g)
+        kxn = kx.double().numpy()
+
+        def scipy_exact():
+            k = np.exp(-scipy.spatial.distance.cdist(kxn, kxn, "sqeuclidean") / (2 * bw * bw))
+            lam = scipy.linalg.eigvalsh(k / kn)
+            lam = lam[lam > 0]
+            return float(np.exp(-(lam * np.log(lam)).sum()))
+
+        t = time.perf_counter()
+        s_peer = scipy_exact()
+        t_peer = time.perf_counter() - t
+        print(f"kernel_vendi rbf n={kn} d=8 bandwidth={bw}: scipy cdist+exp+eigvalsh {t_peer:.2f} s, "
+              f"score {s_peer:.4f}")
+        for method in ("exact", "slq", "rff"):
+            t = time.perf_counter()
+            r = pk.kernel_vendi(kx, bandwidth=bw, method=method, seed=1)
+            t_pk = time.perf_counter() - t
+            print(f"  pk {method:5s} {t_pk:.2f} s -> {t_peer / t_pk:.2f}x; score {r.score:.4f} +- {r.stderr:.4f} "
+                  f"(relative error {abs(r.score - s_peer) / s_peer:.2e}"
+                  + (f", {abs(r.score - s_peer) / r.stderr:.2f} stderr)" if r.stderr > 0 else ")"))
+    print(f"end: {load()}")
 
 if __name__ == "__main__":
     main()

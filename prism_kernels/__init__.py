@@ -4,7 +4,7 @@ Grid density (EmbedSDG): :func:`grid_histogram`, :func:`grid_cells`, :func:`wind
 :func:`point_density`, :func:`sparse_windows`, :func:`seed_pairs`.
 
 Vendi (G-Vendi): :class:`VendiState` (streaming, mergeable Gram), :func:`vendi_score`,
-:func:`grouped_vendi`.
+:func:`grouped_vendi`; :func:`kernel_vendi` (RBF / cosine kernels: exact, SLQ or random Fourier features).
 
 Every op takes ``backend=None`` (fastest available for the input's device), or one of
 ``"cpu"``, ``"cuda"``, ``"triton"``, ``"reference"``; :func:`backends` lists what this machine has.
@@ -24,6 +24,7 @@ from .grid import (
     sparse_windows,
     window_counts,
 )
+from .kernel_vendi import KernelVendi, kernel_vendi
 from .vendi import PRECISION_BOUND, VendiState, grouped_vendi, vendi_score
 
 __version__ = "0.1.0"
@@ -48,4 +49,5 @@ __all__ = [
     "BACKENDS", "BackendUnavailableError", "MAX_GRID_CELLS", "SparseWindows", "backend_status", "backends",
     "build_info", "grid_cells", "grid_histogram", "point_density", "seed_pairs", "sparse_windows",
     "window_counts", "__version__", "PRECISION_BOUND", "VendiState", "grouped_vendi", "vendi_score",
+    "KernelVendi", "kernel_vendi",
 ]

@@ -36,3 +36,11 @@ if compiled() is not None:
     @torch.library.register_fake("prism::grouped_gram")
     def _grouped_gram_fake(x, order, offsets, size, normalize):
         return x.new_empty((offsets.shape[0] - 1, size, size), dtype=torch.float64)
+
+    @torch.library.register_fake("prism::rbf_matvec")
+    def _rbf_matvec_fake(x, v, gamma):
+        return v.new_empty((x.shape[0], v.shape[1]), dtype=torch.float64)
+
+    @torch.library.register_fake("prism::grouped_frobenius_sq")
+    def _grouped_frobenius_sq_fake(x, order, offsets, normalize):
+        return x.new_empty((offsets.shape[0] - 1,), dtype=torch.float64)

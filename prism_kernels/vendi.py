@@ -314,8 +314,8 @@ def grouped_vendi(X, groups, q=1, *, normalize: bool = True, num_groups: int | N
 
     Each group goes through the smaller of its two Grams, ``Y_g Y_g^T`` (n_g x n_g) or
     ``Y_g^T Y_g`` (d x d), which have the same non-zero eigenvalues; at q = 2 the score is
-    ``1 / ||Gram / n_g||_F^2`` without any eigendecomposition. Memory: ``G * k^2`` float64 with
-    ``k = max_g min(n_g, d)``.
+    ``1 / ||Gram / n_g||_F^2``, reduced per group inside the kernel (no eigendecomposition, no padded
+    output). Memory otherwise: ``G * k^2`` float64 with ``k = max_g min(n_g, d)``.
     """
     x = _check_rows(X, "X")
     qf = _check_q(q)
@@ -333,13 +333,17 @@ def grouped_vendi(X, groups, q=1, *, normalize: bool = True, num_groups: int | N
         num_groups = largest
     elif num_groups < largest:
         raise ValueError(f"num_groups = {num_groups} but groups holds group {largest - 1}")
-    if n and not bool(torch.isfinite(x).all()):
+    # one sum first (NaN / Inf propagate); the element-wise scan only when it is not finite
+    if n and not math.isfinite(float(x.sum(dtype=torch.float64))) and not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x).all(dim=1)).nonzero()[0, 0])
         raise ValueError(f"X: row {bad} contains NaN or Inf")
     counts = torch.bincount(g, minlength=num_groups)  # [G]
     offsets = torch.zeros(num_groups + 1, dtype=torch.int64, device=x.device)
     offsets[1:] = torch.cumsum(counts, 0)
-    order = torch.argsort(g, stable=True)
+    if n < 2 or bool((g[1:] >= g[:-1]).all()):  # already grouped: no sort
+        order = torch.arange(n, device=x.device)
+    else:
+        order = torch.argsort(g, stable=True)
     size = max(1, int(torch.clamp(counts, max=d).max())) if num_groups else 1
     if backend in ("triton", "cuda"):
         raise _backends.BackendUnavailableError(f"grouped_vendi has no {backend!r} kernel yet; use "
@@ -347,13 +351,13 @@ def grouped_vendi(X, groups, q=1, *, normalize: bool = True, num_groups: int | N
     name = _backends.resolve(backend, x.device)
     if name != "cpu":
         name = "reference"
-    grams = _backends.kernel("grouped_gram", name)(x, order, offsets, size, normalize)  # [G, k, k]
     nz = counts.clamp_min(1).to(torch.float64)
-    scaled = grams / nz[:, None, None]
-    if qf == 2.0:
-        scores = 1.0 / (scaled * scaled).sum(dim=(1, 2))
+    if qf == 2.0:  # 1 / ||S_g / n_g||_F^2: Frobenius norms of the per-group Grams, nothing padded
+        fro = _backends.kernel("grouped_frobenius_sq", name)(x, order, offsets, normalize)  # [G]
+        scores = nz * nz / fro
     else:
-        lam = torch.linalg.eigvalsh(scaled).clamp_min(0.0)
+        grams = _backends.kernel("grouped_gram", name)(x, order, offsets, size, normalize)  # [G, k, k]
+        lam = torch.linalg.eigvalsh(grams / nz[:, None, None]).clamp_min(0.0)
         scores = _entropy_score(lam, qf)
     return torch.where(counts > 0, scores, torch.full_like(scores, math.nan))
 

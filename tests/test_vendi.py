@@ -306,3 +306,21 @@ def test_grouped_cpu_equals_reference_grams():
     a = torch.ops.prism.grouped_gram(x, order, offsets, size, True)
     b = ref.grouped_gram(x, order, offsets, size, True)
     torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@needs_cpu
+@pytest.mark.parametrize("d", [1, 7, 64])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_grouped_frobenius_cpu_equals_reference(d, normalize):
+    """The q = 2 op on odd group sizes, around and beyond d (both Gram sides, small and BLAS)."""
+    sizes = [0, 1, 3, 7, 8, 63, 64, 65, 300]
+    groups = torch.cat([torch.full((s,), g) for g, s in enumerate(sizes)])
+    groups = groups[torch.randperm(groups.shape[0])]
+    x = torch.randn(groups.shape[0], 2 * d, dtype=torch.float64)[:, ::2]  # non-contiguous
+    order = torch.argsort(groups, stable=True)
+    counts = torch.bincount(groups, minlength=len(sizes))
+    offsets = torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)])
+    a = torch.ops.prism.grouped_frobenius_sq(x, order, offsets, normalize)
+    b = ref.grouped_frobenius_sq(x, order, offsets, normalize)
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    torch.library.opcheck(torch.ops.prism.grouped_frobenius_sq.default, (x.contiguous(), order, offsets, normalize))

@@ -5,12 +5,16 @@
 // threads; every tile is a BLAS product (at::mm / at::addmm, MKL underneath) of one sub-block of
 // rows, so only the lower triangle's tiles are ever multiplied.
 //   fast:  float32 products of kFastRows-row centred sub-blocks (vendi.h center_block), each added
-//          into a float64 accumulator together with its float64 mean correction;
+//          into a float64 accumulator tile (add_f32_tile, AVX-512 / AVX2 / scalar chosen at run
+//          time) that stays in L2 across the chunk's sub-blocks; the mean terms of all the chunk's
+//          sub-blocks follow as two float64 products per tile;
 //   exact: float64 rows, float64 products accumulated straight into the float64 accumulator.
 // The accumulator is a private [d, d] float64 buffer: `gram` only receives it once the whole block
 // is known to be valid, so a bad row leaves `gram` unchanged.
 //
-// grouped_gram: one group per task, vendi.h small_gram on float64 rows.
+// grouped_gram: one group per task, vendi.h small_gram (or one BLAS product) on float64 rows;
+// grouped_frobenius_sq: the same Grams, reduced to ||Gram_g||_F^2 at once (grouped_vendi at q = 2,
+// no padded [G, k, k] output and no eigendecomposition).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
@@ -18,6 +22,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "../ops/ops.h"
@@ -46,11 +51,21 @@ struct TileItem {
   int64_t i0, ti, j0, tj;  // output rows [i0, i0 + ti), columns [j0, j0 + tj), j0 <= i0
 };
 
+// Lower-triangle output tiles; a diagonal tile is cut in two (its top-left quarter, then its bottom
+// half), so it multiplies 3/4 of a full tile instead of all of it.
 std::vector<TileItem> lower_tiles(int64_t d) {
   std::vector<TileItem> items;
-  for (int64_t i0 = 0; i0 < d; i0 += kTile)
-    for (int64_t j0 = 0; j0 <= i0; j0 += kTile)
-      items.push_back({i0, std::min(kTile, d - i0), j0, std::min(kTile, d - j0)});
+  constexpr int64_t half = kTile / 2;
+  for (int64_t i0 = 0; i0 < d; i0 += kTile) {
+    for (int64_t j0 = 0; j0 < i0; j0 += kTile) items.push_back({i0, std::min(kTile, d - i0), j0, kTile});
+    const int64_t t = std::min(kTile, d - i0);
+    if (t > half) {
+      items.push_back({i0, half, i0, half});
+      items.push_back({i0 + half, t - half, i0, t});
+    } else {
+      items.push_back({i0, t, i0, t});
+    }
+  }
   return items;
 }
 
@@ -59,19 +74,49 @@ struct BadRow {
   int32_t status = vendi::kOk;
 };
 
-// Scales rows [r0, r1) of x into buf rows [0, r1 - r0) (type Y); returns the first bad row, if any.
+// Scales rows [r0, r1) of x into buf rows [0, r1 - r0) (type Y, row stride ld); returns the first
+// bad row, if any.
 template <typename T, typename Y>
-BadRow scale_rows(const T* x, int64_t row_stride, int64_t d, const double* weights, bool normalize,
+[[gnu::always_inline]] inline BadRow scale_rows(const T* x, int64_t row_stride, int64_t d, int64_t ld, const double* weights, bool normalize,
                   int64_t r0, int64_t r1, Y* buf) {
   for (int64_t r = r0; r < r1; ++r) {
     const T* row = x + r * row_stride;
     double s = 1.0;
     const int32_t st = vendi::row_scale<T>(row, d, weights ? weights[r] : 1.0, normalize, &s);
     if (st != vendi::kOk) return BadRow{r, st};
-    Y* out = buf + (r - r0) * d;
+    Y* out = buf + (r - r0) * ld;
     for (int64_t k = 0; k < d; ++k) out[k] = static_cast<Y>(s * static_cast<double>(row[k]));
   }
   return BadRow{};
+}
+
+// scale_rows + center_block for float32 input, compiled like add_f32_tile_dispatch below.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+BadRow prepare_fast_f32(const float* x, int64_t row_stride, int64_t d, int64_t ld, const double* weights,
+                        bool normalize, int64_t r0, int64_t r1, float* block, double* sum, float* mean) {
+  const BadRow b = scale_rows<float, float>(x, row_stride, d, ld, weights, normalize, r0, r1, block);
+  if (b.status == vendi::kOk) vendi::center_block(block, r1 - r0, d, ld, sum, mean);
+  return b;
+}
+
+// vendi.h add_f32_tile compiled for AVX-512 / AVX2 / baseline x86-64, chosen at load time (ifunc):
+// no -march flag, and the scalar (SSE2) path stays beside the vector ones.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+void add_f32_tile_dispatch(double* acc, int64_t ld_acc, const float* prod, int64_t ld_prod, int64_t ti, int64_t tj) {
+  vendi::add_f32_tile(acc, ld_acc, prod, ld_prod, ti, tj);
+}
+
+// Row stride of the prepared float32 / float64 rows: d rounded up to 16 values, plus 16 when that is
+// a multiple of 1024 bytes, so that the BLAS packing of a transposed sub-block (which walks down
+// columns) does not hit the same cache sets on every row (4 KiB aliasing at d = 1024).
+int64_t padded_ld(int64_t d, int64_t elem_size) {
+  int64_t ld = (d + 15) / 16 * 16;
+  if ((ld * elem_size) % 1024 == 0) ld += 16;
+  return ld;
 }
 
 template <typename T>
@@ -82,7 +127,9 @@ BadRow accumulate_impl(const at::Tensor& x, const double* weights, bool normaliz
   const std::vector<TileItem> items = lower_tiles(d);
   const int64_t sub_rows = exact ? kExactRows : kFastRows;
   const auto buf_type = exact ? at::kDouble : at::kFloat;
-  at::Tensor buf = at::empty({std::min(kChunkRows, n), d}, x.options().dtype(buf_type));
+  const int64_t ld = padded_ld(d, exact ? 8 : 4);
+  at::Tensor buf_storage = at::empty({std::min(kChunkRows, n), ld}, x.options().dtype(buf_type));
+  at::Tensor buf = buf_storage.narrow(1, 0, d);  // [rows, d], row stride ld
   const int64_t max_subs = (std::min(kChunkRows, n) + sub_rows - 1) / sub_rows;
   at::Tensor sums = at::empty({max_subs, d}, x.options().dtype(at::kDouble));
   at::Tensor means = at::empty({max_subs, d}, x.options().dtype(at::kFloat));
@@ -96,19 +143,33 @@ BadRow accumulate_impl(const at::Tensor& x, const double* weights, bool normaliz
       for (int64_t s = s0; s < s1; ++s) {
         const int64_t r0 = c0 + s * sub_rows, r1 = std::min(c1, r0 + sub_rows);
         if (exact) {
-          bad[s] = scale_rows<T, double>(xp, row_stride, d, weights, normalize, r0, r1,
-                                         buf.data_ptr<double>() + (r0 - c0) * d);
+          bad[s] = scale_rows<T, double>(xp, row_stride, d, ld, weights, normalize, r0, r1,
+                                         buf_storage.data_ptr<double>() + (r0 - c0) * ld);
         } else {
-          float* block = buf.data_ptr<float>() + (r0 - c0) * d;
-          bad[s] = scale_rows<T, float>(xp, row_stride, d, weights, normalize, r0, r1, block);
-          if (bad[s].status == vendi::kOk)
-            vendi::center_block(block, r1 - r0, d, sums.data_ptr<double>() + s * d,
-                                means.data_ptr<float>() + s * d);
+          float* block = buf_storage.data_ptr<float>() + (r0 - c0) * ld;
+          double* sum = sums.data_ptr<double>() + s * d;
+          float* mean = means.data_ptr<float>() + s * d;
+          if constexpr (std::is_same_v<T, float>) {
+            bad[s] = prepare_fast_f32(xp, row_stride, d, ld, weights, normalize, r0, r1, block, sum, mean);
+          } else {
+            bad[s] = scale_rows<T, float>(xp, row_stride, d, ld, weights, normalize, r0, r1, block);
+            if (bad[s].status == vendi::kOk) vendi::center_block(block, r1 - r0, d, ld, sum, mean);
+          }
         }
       }
     });
     for (const BadRow& b : bad)
       if (b.status != vendi::kOk) return b;  // sub-blocks are in row order: the first is the first bad row
+
+    // Mean terms of every sub-block of the chunk (fast path), as float64 products over the subs:
+    //     sum_s m_s s_s^T + (s_s - r_s m_s) m_s^T  =  M^T S + (S - r M)^T M      ([subs, d] each)
+    at::Tensor m64, s_minus_rm;
+    if (!exact) {
+      m64 = means.narrow(0, 0, subs).to(at::kDouble);
+      at::Tensor rows = at::full({subs, 1}, static_cast<double>(sub_rows), m64.options());
+      rows[subs - 1][0] = static_cast<double>(c1 - c0 - (subs - 1) * sub_rows);
+      s_minus_rm = sums.narrow(0, 0, subs) - rows * m64;
+    }
 
     at::parallel_for(0, static_cast<int64_t>(items.size()), 1, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
@@ -125,12 +186,13 @@ BadRow accumulate_impl(const at::Tensor& x, const double* weights, bool normaliz
             at::addmm_out(acc_tile, acc_tile, a, b);
           } else {
             at::mm_out(prod, a, b);
-            const float* m = means.data_ptr<float>() + s * d;
-            const double* sm = sums.data_ptr<double>() + s * d;
-            vendi::add_centered_tile(accp + it.i0 * d + it.j0, d, prod.data_ptr<float>(), it.tj, it.ti,
-                                     it.tj, m + it.i0, sm + it.i0, m + it.j0, sm + it.j0,
-                                     static_cast<double>(rows), it.i0 == it.j0);
+            add_f32_tile_dispatch(accp + it.i0 * d + it.j0, d, prod.data_ptr<float>(), it.tj, it.ti, it.tj);
           }
+        }
+        if (!exact) {
+          const at::Tensor mi = m64.narrow(1, it.i0, it.ti), mj = m64.narrow(1, it.j0, it.tj);
+          at::addmm_out(acc_tile, acc_tile, mi.t(), sums.narrow(0, 0, subs).narrow(1, it.j0, it.tj));
+          at::addmm_out(acc_tile, acc_tile, s_minus_rm.narrow(1, it.i0, it.ti).t(), mj);
         }
       }
     });
@@ -181,31 +243,33 @@ at::Tensor gram_accumulate_cpu(at::Tensor& gram, const at::Tensor& x, const std:
   return status;
 }
 
-at::Tensor grouped_gram_cpu(const at::Tensor& x, const at::Tensor& order, const at::Tensor& offsets,
-                            int64_t size, bool normalize) {
-  TORCH_CHECK(x.dim() == 2, "grouped_gram: x must be [N, d], got ", x.sizes());
-  TORCH_CHECK(order.dim() == 1 && order.scalar_type() == at::kLong && order.size(0) == x.size(0),
-              "grouped_gram: order must be int64 [N]");
-  TORCH_CHECK(offsets.dim() == 1 && offsets.scalar_type() == at::kLong && offsets.size(0) >= 1,
-              "grouped_gram: offsets must be int64 [G + 1]");
-  TORCH_CHECK(size >= 1, "grouped_gram: size must be >= 1");
+namespace {
+
+// Checks grouped_gram's arguments; calls sink(g, gram, m) from at::parallel_for for every non-empty
+// group g with its m x m Gram (m = min(n_g, d), row stride m, full symmetric, float64).
+template <typename Sink>
+void for_each_group_gram(const at::Tensor& x, const at::Tensor& order, const at::Tensor& offsets, int64_t size,
+                         bool normalize, const char* name, Sink&& sink) {
+  TORCH_CHECK(x.dim() == 2, name, ": x must be [N, d], got ", x.sizes());
+  TORCH_CHECK(order.dim() == 1 && order.scalar_type() == at::kLong && order.size(0) == x.size(0), name,
+              ": order must be int64 [N]");
+  TORCH_CHECK(offsets.dim() == 1 && offsets.scalar_type() == at::kLong && offsets.size(0) >= 1, name,
+              ": offsets must be int64 [G + 1]");
   const int64_t N = x.size(0), d = x.size(1), G = offsets.size(0) - 1;
   at::Tensor xs = x.to(at::kDouble).contiguous();
   at::Tensor ord = order.contiguous(), off = offsets.contiguous();
   const int64_t* op = ord.data_ptr<int64_t>();
   const int64_t* fp = off.data_ptr<int64_t>();
-  TORCH_CHECK(fp[0] == 0 && fp[G] == N, "grouped_gram: offsets must run from 0 to N");
+  TORCH_CHECK(fp[0] == 0 && fp[G] == N, name, ": offsets must run from 0 to N");
   for (int64_t g = 0; g < G; ++g) {
     const int64_t k = fp[g + 1] - fp[g];
-    TORCH_CHECK(k >= 0 && std::min(k, d) <= size, "grouped_gram: offsets must be non-decreasing and size >= ",
+    TORCH_CHECK(k >= 0 && std::min(k, d) <= size, name, ": offsets must be non-decreasing and size >= ",
                 "min(n_g, d) for every group");
   }
-  for (int64_t i = 0; i < N; ++i) TORCH_CHECK(op[i] >= 0 && op[i] < N, "grouped_gram: order out of range");
-  at::Tensor out = at::zeros({G, size, size}, xs.options());
+  for (int64_t i = 0; i < N; ++i) TORCH_CHECK(op[i] >= 0 && op[i] < N, name, ": order out of range");
   const double* xp = xs.data_ptr<double>();
-  double* outp = out.data_ptr<double>();
   at::parallel_for(0, G, 16, [&](int64_t g0, int64_t g1) {
-    std::vector<double> rows;
+    std::vector<double> rows, gram;
     for (int64_t g = g0; g < g1; ++g) {
       const int64_t k = fp[g + 1] - fp[g];
       if (k == 0) continue;
@@ -219,20 +283,49 @@ at::Tensor grouped_gram_cpu(const at::Tensor& x, const at::Tensor& order, const 
         }
         for (int64_t c = 0; c < d; ++c) rows[a * d + c] = src[c] * s;
       }
-      double* dst = outp + g * size * size;
-      if (k * d * std::min(k, d) < kBlasGroupWork) {
-        vendi::small_gram(rows.data(), k, d, dst, size);
+      const int64_t m = std::min(k, d);
+      if (k * d * m < kBlasGroupWork) {
+        gram.resize(m * m);
+        vendi::small_gram(rows.data(), k, d, gram.data(), m);
+        sink(g, gram.data(), m);
         continue;
       }
-      // Larger groups: one BLAS product (MKL), then the k' x k' result into the padded slot.
+      // Larger groups: one BLAS product (MKL).
       const at::Tensor y = at::from_blob(rows.data(), {k, d}, at::TensorOptions().dtype(at::kDouble));
       const at::Tensor prod = k <= d ? at::mm(y, y.t()) : at::mm(y.t(), y);
-      const int64_t m = std::min(k, d);
-      const double* pp = prod.data_ptr<double>();
-      for (int64_t a = 0; a < m; ++a)
-        for (int64_t b = 0; b < m; ++b) dst[a * size + b] = pp[a * m + b];
+      sink(g, prod.data_ptr<double>(), m);
     }
   });
+}
+
+}  // namespace
+
+at::Tensor grouped_gram_cpu(const at::Tensor& x, const at::Tensor& order, const at::Tensor& offsets,
+                            int64_t size, bool normalize) {
+  TORCH_CHECK(size >= 1, "grouped_gram: size must be >= 1");
+  const int64_t G = offsets.dim() == 1 ? offsets.size(0) - 1 : 0;
+  at::Tensor out = at::zeros({std::max<int64_t>(G, 0), size, size}, x.options().dtype(at::kDouble));
+  double* outp = out.data_ptr<double>();
+  for_each_group_gram(x, order, offsets, size, normalize, "grouped_gram",
+                      [&](int64_t g, const double* gram, int64_t m) {
+                        double* dst = outp + g * size * size;
+                        for (int64_t a = 0; a < m; ++a)
+                          for (int64_t b = 0; b < m; ++b) dst[a * size + b] = gram[a * m + b];
+                      });
+  return out;
+}
+
+at::Tensor grouped_frobenius_sq_cpu(const at::Tensor& x, const at::Tensor& order, const at::Tensor& offsets,
+                                    bool normalize) {
+  const int64_t G = offsets.dim() == 1 ? offsets.size(0) - 1 : 0;
+  at::Tensor out = at::zeros({std::max<int64_t>(G, 0)}, x.options().dtype(at::kDouble));
+  double* outp = out.data_ptr<double>();
+  for_each_group_gram(x, order, offsets, std::numeric_limits<int64_t>::max(), normalize, "grouped_frobenius_sq",
+                      [&](int64_t g, const double* gram, int64_t m) {
+                        double s = 0.0;
+                        for (int64_t a = 0; a < m; ++a) s += vendi::dot(gram + a * m, gram + a * m, m);
+                        outp[g] = s;
+                      });
   return out;
 }
 

@@ -23,6 +23,10 @@ at::Tensor gram_accumulate_cpu(at::Tensor& gram, const at::Tensor& x, const std:
                                bool normalize, bool exact);
 at::Tensor grouped_gram_cpu(const at::Tensor& x, const at::Tensor& order, const at::Tensor& offsets,
                             int64_t size, bool normalize);
+at::Tensor grouped_frobenius_sq_cpu(const at::Tensor& x, const at::Tensor& order, const at::Tensor& offsets,
+                                    bool normalize);
+// kernel_vendi: prism_kernels/reference/kernel_vendi.py. K v for the RBF kernel of x, K never stored.
+at::Tensor rbf_matvec_cpu(const at::Tensor& x, const at::Tensor& v, double gamma);
 
 #ifdef PRISM_WITH_CUDA
 std::tuple<at::Tensor, at::Tensor> grid_histogram_cuda(const at::Tensor& points,

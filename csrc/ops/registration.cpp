@@ -13,6 +13,8 @@ TORCH_LIBRARY(prism, m) {
   m.def("window_counts(Tensor counts, int[] window, int[] stride) -> Tensor");
   m.def("gram_accumulate(Tensor(a!) gram, Tensor x, Tensor? weights, bool normalize, bool exact) -> Tensor");
   m.def("grouped_gram(Tensor x, Tensor order, Tensor offsets, int size, bool normalize) -> Tensor");
+  m.def("grouped_frobenius_sq(Tensor x, Tensor order, Tensor offsets, bool normalize) -> Tensor");
+  m.def("rbf_matvec(Tensor x, Tensor v, float gamma) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(prism, CPU, m) {
@@ -21,6 +23,8 @@ TORCH_LIBRARY_IMPL(prism, CPU, m) {
   m.impl("window_counts", &prism::window_counts_cpu);
   m.impl("gram_accumulate", &prism::gram_accumulate_cpu);
   m.impl("grouped_gram", &prism::grouped_gram_cpu);
+  m.impl("grouped_frobenius_sq", &prism::grouped_frobenius_sq_cpu);
+  m.impl("rbf_matvec", &prism::rbf_matvec_cpu);
 }
 
 #ifdef PRISM_WITH_CUDA

@@ -1,6 +1,7 @@
 """Pure-torch references of every op: the test oracle and the fallback backend."""
 
 from .grid import grid_cells, grid_histogram, window_counts
-from .vendi import gram_accumulate, grouped_gram
+from .kernel_vendi import rbf_matvec
+from .vendi import gram_accumulate, grouped_frobenius_sq, grouped_gram
 
-__all__ = ["grid_cells", "grid_histogram", "gram_accumulate", "grouped_gram", "window_counts"]
+__all__ = ["grid_cells", "grid_histogram", "gram_accumulate", "grouped_frobenius_sq", "grouped_gram", "rbf_matvec", "window_counts"]

@@ -94,3 +94,14 @@ def grouped_gram(x: torch.Tensor, order: torch.Tensor, offsets: torch.Tensor, si
         else:
             out[g, :d, :d] = rows.T @ rows
     return out
+
+
+def grouped_frobenius_sq(x: torch.Tensor, order: torch.Tensor, offsets: torch.Tensor,
+                         normalize: bool) -> torch.Tensor:
+    """``[G]`` float64: ``||Y_g^T Y_g||_F^2 = ||Y_g Y_g^T||_F^2`` of every group (0 when empty);
+    arguments as in :func:`grouped_gram`."""
+    d = x.shape[1]
+    counts = offsets[1:] - offsets[:-1]
+    size = max(1, int(counts.clamp(max=d).max())) if counts.numel() else 1
+    grams = grouped_gram(x, order, offsets, size, normalize)
+    return (grams * grams).sum(dim=(1, 2))

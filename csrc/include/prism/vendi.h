@@ -53,37 +53,29 @@ PRISM_HOST_DEVICE PRISM_INLINE int32_t row_scale(const T* row, int64_t d, double
 }
 
 // Float32 sub-block of r rows for the "fast" path: writes y_i = fl32(s_i * x_i) centred by
-// m = fl32(mean of the y_i) into `out` [r, d] (row stride d), and sum_i y_i (double) into `sum` [d]
+// m = fl32(mean of the y_i) into `out` [r, d] (row stride ld), and sum_i y_i (double) into `sum` [d]
 // and m into `mean` [d]. With c_i = y_i - m (as stored):
 //     sum_i y_i y_i^T = sum_i c_i c_i^T + m sum^T + sum m^T - r m m^T
-// and the float32 product of the c_i has no common offset left to round systematically.
-PRISM_HOST_DEVICE PRISM_INLINE void center_block(float* out, int64_t r, int64_t d, double* sum,
+// and the float32 product of the c_i has no common offset left to round systematically. The CPU
+// driver adds the float32 products with add_f32_tile and the mean terms of all the sub-blocks of a
+// chunk at once (float64 products of their [subs, d] means and sums).
+PRISM_HOST_DEVICE PRISM_INLINE void center_block(float* out, int64_t r, int64_t d, int64_t ld, double* sum,
                                                  float* mean) {
   for (int64_t k = 0; k < d; ++k) sum[k] = 0.0;
   for (int64_t i = 0; i < r; ++i)
-    for (int64_t k = 0; k < d; ++k) sum[k] += static_cast<double>(out[i * d + k]);
+    for (int64_t k = 0; k < d; ++k) sum[k] += static_cast<double>(out[i * ld + k]);
   for (int64_t k = 0; k < d; ++k) mean[k] = static_cast<float>(sum[k] / static_cast<double>(r));
   for (int64_t i = 0; i < r; ++i)
-    for (int64_t k = 0; k < d; ++k) out[i * d + k] -= mean[k];
+    for (int64_t k = 0; k < d; ++k) out[i * ld + k] -= mean[k];
 }
 
-// acc[i, j] += prod[i, j] + m_i s_j + s_i m_j - r m_i m_j over a t_i x t_j tile (row strides
-// ld_acc and ld_prod); m, s are the tile's row (mi, si) and column (mj, sj) slices of center_block's
-// mean and sum. When `lower_only`, only j <= i (a diagonal tile) is touched.
-PRISM_HOST_DEVICE PRISM_INLINE void add_centered_tile(double* acc, int64_t ld_acc, const float* prod,
-                                                      int64_t ld_prod, int64_t ti, int64_t tj,
-                                                      const float* mi, const double* si, const float* mj,
-                                                      const double* sj, double r, bool lower_only) {
+// acc[i, j] += prod[i, j] (float32 -> float64) over a ti x tj tile (row strides ld_acc, ld_prod).
+PRISM_HOST_DEVICE PRISM_INLINE void add_f32_tile(double* acc, int64_t ld_acc, const float* prod, int64_t ld_prod,
+                                                 int64_t ti, int64_t tj) {
   for (int64_t i = 0; i < ti; ++i) {
-    const double a = static_cast<double>(mi[i]);
-    const double b = si[i];
-    const int64_t stop = lower_only ? (i + 1 < tj ? i + 1 : tj) : tj;
     double* arow = acc + i * ld_acc;
     const float* prow = prod + i * ld_prod;
-    for (int64_t j = 0; j < stop; ++j) {
-      const double mjj = static_cast<double>(mj[j]);
-      arow[j] += static_cast<double>(prow[j]) + (a * sj[j] + (b - r * a) * mjj);
-    }
+    for (int64_t j = 0; j < tj; ++j) arow[j] += static_cast<double>(prow[j]);
   }
 }
 
