@@ -16,12 +16,13 @@ import torch
 import torch.nn.functional as F
 
 from . import _backends
+from ._checks import FLOAT_DTYPES as _FLOAT_DTYPES
+from ._checks import INT_DTYPES as _INT_DTYPES
+from ._checks import as_tensor as _as_tensor
 
 #: Most cells (groups x prod(bins)) one call may produce: 2**28 int64 counts = 2 GiB.
 MAX_GRID_CELLS = 1 << 28
 
-_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-_INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 BinsArg = int | Sequence[int]
 WindowArg = int | Sequence[int]
@@ -29,17 +30,6 @@ WindowArg = int | Sequence[int]
 
 # ----------------------------------------------------------------------------------------------
 # argument checking
-
-
-def _as_tensor(value, name: str) -> torch.Tensor:
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(value))
-    try:
-        return torch.as_tensor(value)
-    except Exception as exc:  # noqa: BLE001 - re-raised with the argument's name
-        raise TypeError(f"{name} must be a torch tensor or numpy array, got {type(value).__name__}") from exc
 
 
 def _int_tuple(value, length: int, name: str, minimum: int = 1) -> tuple[int, ...]:

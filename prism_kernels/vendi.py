@@ -27,26 +27,16 @@ import numpy as np
 import torch
 
 from . import _backends
+from ._checks import FLOAT_DTYPES as _FLOAT_DTYPES
+from ._checks import INT_DTYPES as _INT_DTYPES
+from ._checks import as_tensor as _as_tensor
 from .reference.vendi import STATUS_NONFINITE, STATUS_OK, STATUS_ZERO_NORM
 
 PRECISIONS = ("fast", "exact")
 #: Frobenius-relative error bound of the accumulated Gram, per precision.
 PRECISION_BOUND = {"fast": 1e-6, "exact": 1e-12}
 
-_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-_INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 _FORMAT = "prism_kernels.VendiState/1"
-
-
-def _as_tensor(value, name: str) -> torch.Tensor:
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(value))
-    try:
-        return torch.as_tensor(value)
-    except Exception as exc:  # noqa: BLE001 - re-raised with the argument's name
-        raise TypeError(f"{name} must be a torch tensor or numpy array, got {type(value).__name__}") from exc
 
 
 def _check_rows(x, name: str, dim: int | None = None) -> torch.Tensor:
