@@ -3,6 +3,9 @@
 Grid density (EmbedSDG): :func:`grid_histogram`, :func:`grid_cells`, :func:`window_counts`,
 :func:`point_density`, :func:`sparse_windows`, :func:`seed_pairs`.
 
+Gradient sketching (G-Vendi): :func:`sketch` (random projections generated on the fly from a
+Philox stream that is identical on every backend).
+
 Every op takes ``backend=None`` (fastest available for the input's device), or one of
 ``"cpu"``, ``"cuda"``, ``"triton"``, ``"reference"``; :func:`backends` lists what this machine has.
 """
@@ -21,6 +24,8 @@ from .grid import (
     sparse_windows,
     window_counts,
 )
+from .sketch import KINDS as SKETCH_KINDS
+from .sketch import STREAM_VERSION, sketch, sketch_scale
 
 __version__ = "0.1.0"
 
@@ -41,7 +46,8 @@ def build_info() -> dict:
 
 
 __all__ = [
-    "BACKENDS", "BackendUnavailableError", "MAX_GRID_CELLS", "SparseWindows", "backend_status", "backends",
-    "build_info", "grid_cells", "grid_histogram", "point_density", "seed_pairs", "sparse_windows",
+    "BACKENDS", "BackendUnavailableError", "MAX_GRID_CELLS", "SKETCH_KINDS", "STREAM_VERSION", "SparseWindows", "backend_status", "backends",
+    "build_info", "grid_cells", "grid_histogram", "point_density", "seed_pairs", "sketch", "sketch_scale",
+    "sparse_windows",
     "window_counts", "__version__",
 ]

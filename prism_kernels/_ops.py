@@ -1,7 +1,9 @@
 """Fake (meta) implementations of the compiled ops, so they trace under torch.compile.
 
-The ops themselves are defined and registered in C++ (csrc/ops/registration.cpp). They return
-integer tensors only and are not differentiable.
+The ops themselves are defined and registered in C++ (csrc/ops/registration.cpp). The grid ops
+return integer tensors only. ``prism::sketch`` returns float32 but is declared non-differentiable:
+its autograd kernel refuses a backward pass with a clear error (sketches are taken of gradients
+that are already computed, never differentiated through).
 """
 
 from __future__ import annotations
@@ -29,3 +31,16 @@ if compiled() is not None:
     def _window_counts_fake(counts, window, stride):
         out = [(n - w) // s + 1 for n, w, s in zip(counts.shape[1:], window, stride)]
         return counts.new_empty((counts.shape[0], *out), dtype=torch.int64)
+
+    @torch.library.register_fake("prism::sketch")
+    def _sketch_fake(rows, k, kind, seed, block, offset, s, scale):
+        return rows.new_empty((rows.shape[0], k), dtype=torch.float32)
+
+    def _sketch_setup_context(ctx, inputs, output):
+        pass
+
+    def _sketch_backward(ctx, grad):
+        raise RuntimeError("prism::sketch is not differentiable: sketch detached tensors "
+                           "(prism_kernels.sketch detaches its input)")
+
+    torch.library.register_autograd("prism::sketch", _sketch_backward, setup_context=_sketch_setup_context)
