@@ -24,8 +24,9 @@ from .grid import (
     sparse_windows,
     window_counts,
 )
-from .sketch import KINDS as SKETCH_KINDS
-from .sketch import STREAM_VERSION, sketch, sketch_scale
+from .projection import KINDS as SKETCH_KINDS
+from .projection import (KRON_OUT_OFFSET, STREAM_VERSION, kronecker_factors, sketch, sketch_kronecker,
+                     sketch_kronecker_embedding, sketch_scale)
 
 __version__ = "0.1.0"
 
@@ -47,7 +48,8 @@ def build_info() -> dict:
 
 __all__ = [
     "BACKENDS", "BackendUnavailableError", "MAX_GRID_CELLS", "SKETCH_KINDS", "STREAM_VERSION", "SparseWindows", "backend_status", "backends",
-    "build_info", "grid_cells", "grid_histogram", "point_density", "seed_pairs", "sketch", "sketch_scale",
+    "KRON_OUT_OFFSET", "build_info",
+    "kronecker_factors", "sketch_kronecker", "sketch_kronecker_embedding", "grid_cells", "grid_histogram", "point_density", "seed_pairs", "sketch", "sketch_scale",
     "sparse_windows",
     "window_counts", "__version__",
 ]

@@ -169,3 +169,43 @@ def test_sketch_traces_under_torch_compile():
     rows = torch.randn(4, 100)
     compiled = torch.compile(f, backend="eager", fullgraph=True)
     torch.testing.assert_close(compiled(rows), f(rows))
+
+
+def _kron_factors_explicit(d_in, d_out, k_in, k_out, seed, block):
+    p_in = pk.sketch(torch.eye(d_in), k_in, "rademacher", seed, block, 0, backend="reference").T
+    p_out = pk.sketch(torch.eye(d_out), k_out, "rademacher", seed, block, pk.KRON_OUT_OFFSET, backend="reference").T
+    return p_in, p_out  # [k_in, d_in], [k_out, d_out]
+
+
+def test_kronecker_equals_projected_per_sample_gradient(backend):
+    name, device = backend
+    batch, steps, d_in, d_out, k_in, k_out = 3, 5, 12, 9, 4, 8
+    a, g = torch.randn(batch, steps, d_in), torch.randn(batch, steps, d_out)
+    got = pk.sketch_kronecker(a.to(device), g.to(device), k_in, k_out, seed=6, block=77, backend=name).cpu()
+    p_in, p_out = _kron_factors_explicit(d_in, d_out, k_in, k_out, 6, 77)
+    per_sample = torch.einsum("bto,bti->boi", g, a)  # the gradient it never forms
+    expected = (p_out @ per_sample @ p_in.T).reshape(batch, -1)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    # Norms preserved in expectation: entries of P_out (x) P_in are +-1/sqrt(k).
+    assert set((torch.kron(p_out, p_in).abs() * (k_in * k_out) ** 0.5).round(decimals=5).unique().tolist()) == {1.0}
+
+
+def test_kronecker_embedding_is_the_one_hot_linear_form():
+    vocab, dim, k_in, k_out = 23, 6, 4, 4
+    ids = torch.randint(0, vocab, (2, 7))
+    g = torch.randn(2, 7, dim)
+    got = pk.sketch_kronecker_embedding(ids, g, k_in, k_out, seed=1, block=2)
+    # The table's gradient sum_t e_tok g_t^T [V, d] sketched as a linear weight W [V, d].
+    grad = torch.zeros(2, vocab, dim).scatter_add_(1, ids.unsqueeze(-1).expand(-1, -1, dim), g)
+    p_in, p_out = _kron_factors_explicit(dim, vocab, k_in, k_out, 1, 2)
+    torch.testing.assert_close(got, (p_out @ grad @ p_in.T).reshape(2, -1), rtol=1e-5, atol=1e-5)
+
+
+def test_kronecker_bad_shapes():
+    with pytest.raises(ValueError, match="must share"):
+        pk.sketch_kronecker(torch.randn(2, 3, 4), torch.randn(2, 4, 5), 2, 2)
+    with pytest.raises(ValueError, match="activations must be"):
+        pk.sketch_kronecker(torch.randn(2, 4), torch.randn(2, 4, 5), 2, 2)
+    with pytest.raises(ValueError, match="k_in must be"):
+        pk.sketch_kronecker(torch.randn(2, 3, 4), torch.randn(2, 3, 5), 0, 2)
+    assert pk.kronecker_factors(1024) == (32, 32) and pk.kronecker_factors(12) == (3, 4)

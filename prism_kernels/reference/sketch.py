@@ -110,7 +110,14 @@ def _box_muller(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.T
 
 def sketch_matrix(k: int, kind: str, seed: int, block: int, offset: int, width: int, s: int = 4) -> torch.Tensor:
     """The unscaled matrix transposed, ``M[:, offset : offset + width]^T`` as ``[width, k]`` float32."""
-    j = torch.arange(offset, offset + width, dtype=torch.int64).unsqueeze(1)  # [P, 1]
+    return matrix_columns(k, kind, seed, block, torch.arange(offset, offset + width, dtype=torch.int64), s)
+
+
+def matrix_columns(k: int, kind: str, seed: int, block: int, coords: torch.Tensor, s: int = 4) -> torch.Tensor:
+    """Columns ``M[:, coords]^T`` of the unscaled matrix as ``[len(coords), k]`` float32 (any int64 coords)."""
+    seed &= (1 << 64) - 1
+    width = coords.numel()
+    j = coords.to(device="cpu", dtype=torch.int64).reshape(-1, 1)  # [P, 1]
     if kind == "rademacher":
         groups = (k + 127) // 128
         w = _words(seed, block, j, torch.arange(groups, dtype=torch.int64))  # [P, G, 4]
