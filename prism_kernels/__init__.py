@@ -27,6 +27,7 @@ from .grid import (
 from .projection import KINDS as SKETCH_KINDS
 from .projection import (KRON_OUT_OFFSET, STREAM_VERSION, kronecker_factors, sketch, sketch_kronecker,
                      sketch_kronecker_embedding, sketch_scale)
+from .gradient_sketch import GradientSketcher, SketchBatch, SketchMeta, concat_sketches, param_block
 
 __version__ = "0.1.0"
 
@@ -48,8 +49,8 @@ def build_info() -> dict:
 
 __all__ = [
     "BACKENDS", "BackendUnavailableError", "MAX_GRID_CELLS", "SKETCH_KINDS", "STREAM_VERSION", "SparseWindows", "backend_status", "backends",
-    "KRON_OUT_OFFSET", "build_info",
-    "kronecker_factors", "sketch_kronecker", "sketch_kronecker_embedding", "grid_cells", "grid_histogram", "point_density", "seed_pairs", "sketch", "sketch_scale",
+    "GradientSketcher", "KRON_OUT_OFFSET", "SketchBatch", "SketchMeta", "build_info", "concat_sketches",
+    "kronecker_factors", "param_block", "sketch_kronecker", "sketch_kronecker_embedding", "grid_cells", "grid_histogram", "point_density", "seed_pairs", "sketch", "sketch_scale",
     "sparse_windows",
     "window_counts", "__version__",
 ]
