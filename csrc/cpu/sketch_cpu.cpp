@@ -11,6 +11,7 @@
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/zeros.h>
 #include <c10/util/Exception.h>
+#include <c10/util/ParallelGuard.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
@@ -32,7 +33,11 @@ using sketch::Kind;
 
 constexpr int64_t kTileRows = 256;    // input coordinates per generated tile
 constexpr int64_t kTileCols = 1024;   // output columns per generated tile (a multiple of 128)
-constexpr int64_t kMinChunk = 2048;   // fewest input coordinates worth a task of their own
+// Fewest matrix entries (coordinates x columns) worth a task of their own. Waking the pool costs
+// tens of microseconds on a quiet machine and whole scheduler ticks (milliseconds) on a busy one,
+// so small calls (e.g. one embedding row of a gradient sketch) run inline on the calling thread.
+constexpr int64_t kMinTaskEntries = int64_t{1} << 23;
+constexpr int64_t kMinReduceEntries = int64_t{1} << 18;  // outputs worth a parallel reduction
 
 Kind parse_kind(std::string_view kind) {
   if (kind == "rademacher") return Kind::kRademacher;
@@ -71,10 +76,40 @@ void load_any(const at::Tensor& rows, int64_t p0, int64_t n, float* dst, bool tr
 
 int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 
-// Contiguous input ranges, one per task.
-int64_t chunk_count(int64_t width) {
+// Contiguous input ranges, one per task: at most one per thread, each worth kMinTaskEntries.
+int64_t chunk_count(int64_t width, int64_t columns) {
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
-  return std::max<int64_t>(1, std::min<int64_t>(threads, width / kMinChunk));
+  const int64_t entries = width > std::numeric_limits<int64_t>::max() / columns
+                              ? std::numeric_limits<int64_t>::max() : width * columns;
+  return std::max<int64_t>(1, std::min<int64_t>({threads, entries / kMinTaskEntries, width / kTileRows}));
+}
+
+}  // namespace
+}  // namespace prism
+
+// MKL's thread-local thread count, when torch's BLAS is MKL (a weak reference: absent otherwise).
+extern "C" int MKL_Set_Num_Threads_Local(int) __attribute__((weak));  // C entry of mkl_set_num_threads_local
+
+namespace prism {
+namespace {
+
+// Runs f(first, last) over [0, n): on the calling thread when `inline_only` (or the range is one
+// grain), else with at::parallel_for. On the inline path the GEMMs in f are kept single-threaded
+// as they are inside at::parallel_for (nested OpenMP): a multi-threaded BLAS call per small tile
+// wakes the pool every time, which costs whole scheduler ticks on a busy machine.
+template <typename F>
+void maybe_parallel(bool inline_only, int64_t n, int64_t grain, const F& f) {
+  if (n <= 0) return;
+  if (inline_only || n <= grain || at::get_num_threads() == 1 || at::in_parallel_region()) {
+    const int previous = MKL_Set_Num_Threads_Local != nullptr ? MKL_Set_Num_Threads_Local(1) : 0;
+    {
+      c10::ParallelGuard guard(true);
+      f(0, n);
+    }
+    if (MKL_Set_Num_Threads_Local != nullptr) MKL_Set_Num_Threads_Local(previous);
+    return;
+  }
+  at::parallel_for(0, n, grain, f);
 }
 
 void dense_chunk(const at::Tensor& rows, Kind kind, const sketch::Key& key, uint64_t offset, int64_t k,
@@ -156,18 +191,19 @@ at::Tensor sketch_cpu(const at::Tensor& rows, int64_t k, c10::string_view kind_n
   at::Tensor out = at::zeros({batch, k}, rows.options().dtype(at::kFloat));
   if (batch == 0 || width == 0) return out;
 
-  const int64_t chunks = chunk_count(width);
+  const int64_t chunks = chunk_count(width, kind == Kind::kSparse ? s * batch : k);
+  const bool small_output = batch * k < kMinReduceEntries;
   float* dst = out.data_ptr<float>();
   if (kind == Kind::kSparse) {
     std::vector<std::vector<float>> acc(chunks);
-    at::parallel_for(0, chunks, 1, [&](int64_t first, int64_t last) {
+    maybe_parallel(chunks == 1, chunks, 1, [&](int64_t first, int64_t last) {
       for (int64_t c = first; c < last; ++c) {
         acc[c].assign(static_cast<size_t>(k * batch), 0.0f);
         sparse_chunk(rows, key, static_cast<uint64_t>(offset), k, s, width * c / chunks, width * (c + 1) / chunks,
                      acc[c].data());
       }
     });
-    at::parallel_for(0, k, 256, [&](int64_t first, int64_t last) {
+    maybe_parallel(small_output, k, 256, [&](int64_t first, int64_t last) {
       for (int64_t i = first; i < last; ++i)
         for (int64_t b = 0; b < batch; ++b) {
           float sum = 0.0f;
@@ -178,7 +214,7 @@ at::Tensor sketch_cpu(const at::Tensor& rows, int64_t k, c10::string_view kind_n
     return out;
   }
   std::vector<at::Tensor> acc(chunks);
-  at::parallel_for(0, chunks, 1, [&](int64_t first, int64_t last) {
+  maybe_parallel(chunks == 1, chunks, 1, [&](int64_t first, int64_t last) {
     for (int64_t c = first; c < last; ++c) {
       acc[c] = at::zeros({batch, k}, out.options());
       dense_chunk(rows, kind, key, static_cast<uint64_t>(offset), k, width * c / chunks, width * (c + 1) / chunks,
@@ -187,7 +223,7 @@ at::Tensor sketch_cpu(const at::Tensor& rows, int64_t k, c10::string_view kind_n
   });
   std::vector<const float*> parts(chunks);
   for (int64_t c = 0; c < chunks; ++c) parts[c] = acc[c].const_data_ptr<float>();
-  at::parallel_for(0, batch * k, 4096, [&](int64_t first, int64_t last) {
+  maybe_parallel(small_output, batch * k, 4096, [&](int64_t first, int64_t last) {
     for (int64_t e = first; e < last; ++e) {
       float sum = 0.0f;
       for (int64_t c = 0; c < chunks; ++c) sum += parts[c][e];
