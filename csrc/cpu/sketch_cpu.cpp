@@ -136,7 +136,7 @@ void dense_chunk(const at::Tensor& rows, Kind kind, const sketch::Key& key, uint
       if (kind == Kind::kRademacher)
         cpu::rademacher_tile(key, j0, n, c0, cols, tile.data(), tile_cols);
       else
-        cpu::dense_tile_scalar(kind, key, j0, n, c0, cols, tile.data(), tile_cols);
+        cpu::gaussian_tile(key, j0, n, c0, cols, tile.data(), tile_cols);
       at::Tensor m = at::from_blob(tile.data(), {n, cols}, {tile_cols, 1}, f32);
       at::Tensor out = acc.narrow(1, c0, cols);
       out.addmm_(x, m);

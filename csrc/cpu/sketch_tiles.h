@@ -21,5 +21,9 @@ void dense_tile_scalar(sketch::Kind kind, const sketch::Key& key, uint64_t j0, i
 void rademacher_tile(const sketch::Key& key, uint64_t j0, int64_t rows, int64_t col0, int64_t cols, float* tile,
                      int64_t ld);
 
+// AVX2 version of the Gaussian case (8 coordinates at once, same float32 operations and bits).
+void gaussian_tile(const sketch::Key& key, uint64_t j0, int64_t rows, int64_t col0, int64_t cols, float* tile,
+                   int64_t ld);
+
 }  // namespace cpu
 }  // namespace prism
