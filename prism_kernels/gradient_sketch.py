@@ -347,9 +347,12 @@ class GradientSketcher:
         try:
             with torch.enable_grad():
                 logits = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits
-                logp = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
-                                       targets.reshape(-1).clamp(min=0), reduction="none").view(batch, -1)
-                per_sample = (logp * valid).sum(1) / counts
+                # Cross-entropy on the response positions only; summed per sample.
+                sample_of, step_of = valid.nonzero(as_tuple=True)
+                nll = F.cross_entropy(logits[sample_of, step_of].float(), targets[sample_of, step_of],
+                                      reduction="none")
+                per_sample = torch.zeros(batch, dtype=torch.float32, device=device).index_add(
+                    0, sample_of, nll) / counts
                 if outputs:
                     torch.autograd.grad(per_sample.sum(), outputs, allow_unused=True)
         finally:
