@@ -154,9 +154,9 @@ def kernel_table(rounds: int) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--samples", type=int, default=64, help="samples for GradientSketcher")
+    parser.add_argument("--samples", type=int, default=96, help="samples for GradientSketcher")
     parser.add_argument("--recipe-samples", type=int, default=4, help="samples for recipes (a) and (b)")
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--kinds", default="rademacher,sparse,kronecker")
     parser.add_argument("--kernel-rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true")

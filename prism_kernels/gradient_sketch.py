@@ -126,7 +126,7 @@ class GradientSketcher:
         seed: the stream's key.
         params: "all" (every trainable parameter, as in G-Vendi), "linear" (parameters of nn.Linear
             modules), a regular expression matched (``re.search``) against parameter names, or a
-            predicate on the name.
+            predicate on the name (recorded in the metadata by its ``__name__``).
         s: nonzeros per coordinate for "sparse".
         backend: sketch backend (None = fastest for the model's device).
     """
@@ -154,7 +154,6 @@ class GradientSketcher:
         self.selection = params if isinstance(params, str) else getattr(params, "__name__", "callable")
 
         self.handlers: list[tuple[nn.Module, str]] = []
-        covered: set[int] = set()
         for mname, module in model.named_modules():
             own = [(n, p) for n, p in module.named_parameters(recurse=False) if id(p) in self.selected]
             if not own:
@@ -172,7 +171,6 @@ class GradientSketcher:
                 raise ValueError(f"no per-sample gradient rule for parameters {bad} of {type(module).__name__}; "
                                  "select other parameters (params='linear' or a regex)")
             self.handlers.append((module, kind_))
-            covered.update(id(p) for _, p in own)
         self.meta = SketchMeta(self.seed, kind, k, self.s if kind == "sparse" else 0, str(self.selection),
                                self._fingerprint(model), _package_version(), _sk.STREAM_VERSION)
 
