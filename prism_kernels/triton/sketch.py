@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 
 BLOCK_B = 16
-BLOCK_K = 32
+BLOCK_K = 32  # must divide 128 (one Rademacher Philox group per program)
 BLOCK_P = 32
 _KINDS = {"rademacher": 0, "gaussian": 1, "sparse": 2}
 
@@ -88,10 +88,13 @@ def _box_muller(a, b, odd):
 
 
 @triton.jit
-def _dense_tile(seed, block, j, i, KIND: tl.constexpr):
-    """Unscaled M[i, j] for j [BP, 1] int64 and i [1, BK] int64 -> [BP, BK] float32."""
+def _dense_tile(seed, block, j, i, col0, KIND: tl.constexpr):
+    """Unscaled M[i, j] for j [BP, 1] int64 and i [1, BK] int64 -> [BP, BK] float32.
+
+    Rademacher: the BK columns (col0 .. col0 + BK - 1, BK dividing 128) share one Philox group, so
+    one call per coordinate ([BP, 1]) gives all their signs."""
     if KIND == 0:
-        w0, w1, w2, w3 = _words(seed, j, (i >> 7).to(tl.uint32), block)
+        w0, w1, w2, w3 = _words(seed, j, (j * 0 + (col0 >> 7)).to(tl.uint32), block)
         q = (i >> 5) & 3
         word = tl.where(q == 0, w0, tl.where(q == 1, w1, tl.where(q == 2, w2, w3)))
         bit = (word >> (i & 31).to(tl.uint32)) & 1
@@ -130,7 +133,8 @@ def _sparse_tile(seed, block, j, i, k, S: tl.constexpr):
 def _sketch_kernel(rows_ptr, out_ptr, batch, width, k, seed, block, offset, scale,
                    KIND: tl.constexpr, S: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
                    BLOCK_P: tl.constexpr):
-    offs_k = tl.program_id(0).to(tl.int64) * BLOCK_K + tl.arange(0, BLOCK_K)
+    col0 = tl.program_id(0).to(tl.int64) * BLOCK_K
+    offs_k = col0 + tl.arange(0, BLOCK_K)
     offs_b = tl.program_id(1).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
     offs_p = tl.arange(0, BLOCK_P).to(tl.int64)
     block32 = (offs_p[:, None] * 0 + block).to(tl.uint32)
@@ -144,7 +148,7 @@ def _sketch_kernel(rows_ptr, out_ptr, batch, width, k, seed, block, offset, scal
         if KIND == 2:
             tile = _sparse_tile(seed, block32, j, i, k, S)
         else:
-            tile = _dense_tile(seed, block32, j, i, KIND)
+            tile = _dense_tile(seed, block32, j, i, col0, KIND)
         acc += tl.dot(x, tile, input_precision="ieee")
     tl.store(out_ptr + offs_b[:, None] * k + offs_k[None, :], acc * scale,
              mask=(offs_b[:, None] < batch) & (offs_k[None, :] < k))
