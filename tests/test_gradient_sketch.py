@@ -227,3 +227,25 @@ def test_metadata_travels_and_mixing_is_an_error(tmp_path_factory):
     assert merged.sketches.shape == (4, K) and merged.finite.shape == (4,)
     with pytest.raises(ValueError, match="incompatible sketches.*seed"):
         pk.concat_sketches([a, c])
+
+
+@pytest.mark.parametrize("kind", ["rademacher", "sparse", "kronecker"])
+def test_backends_and_thread_counts_agree(kind, tmp_path_factory):
+    # Stated tolerance: the same matrices everywhere; only fp32 summation order differs, so the
+    # sketches agree to 1e-5 of their norm across backends and thread counts.
+    model = tiny_model("qwen2", True, tmp_path_factory)
+    ids, mask, labels, _ = make_batch([7, 12, 5], "right")
+    base = pk.GradientSketcher(model, k=K, kind=kind, seed=8, backend="cpu").sketch(ids, mask, labels=labels)[0]
+    others = {"reference": pk.GradientSketcher(model, k=K, kind=kind, seed=8, backend="reference")}
+    if _backends._unavailable_reason("triton", torch.device("cpu")) is None and kind == "rademacher":
+        others["triton"] = pk.GradientSketcher(model, k=K, kind=kind, seed=8, backend="triton")
+    for name, sketcher in others.items():
+        got = sketcher.sketch(ids, mask, labels=labels)[0]
+        assert (got - base).norm() <= 1e-5 * base.norm(), name
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = pk.GradientSketcher(model, k=K, kind=kind, seed=8, backend="cpu").sketch(ids, mask, labels=labels)[0]
+    finally:
+        torch.set_num_threads(threads)
+    assert (one - base).norm() <= 1e-5 * base.norm()
