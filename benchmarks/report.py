@@ -344,6 +344,21 @@ def run(quick: bool, log) -> str:
     return "\n".join(out)
 
 
+BEGIN, END = "<!-- grid-report:begin -->", "<!-- grid-report:end -->"
+
+
+def write_section(path, text: str) -> None:
+    """Replaces this report's marked section of ``path`` (other reports share the file), or puts
+    it first when the file has none."""
+    section = f"{BEGIN}\n{text.rstrip()}\n{END}\n"
+    old = path.read_text() if path.exists() else ""
+    if BEGIN in old and END in old:
+        new = old[: old.index(BEGIN)] + section + old[old.index(END) + len(END) + 1:]
+    else:
+        new = section + ("\n" + old if old else "")
+    path.write_text(new)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="1M points only, fewer repeats (about a minute)")
@@ -356,7 +371,7 @@ def main(argv=None) -> int:
     report = run(args.quick, log)
     print(report)
     if args.out is not None:
-        args.out.write_text(report)
+        write_section(args.out, report)
         log(f"wrote {args.out}")
     return 0
 

@@ -6,6 +6,10 @@ Grid density (EmbedSDG): :func:`grid_histogram`, :func:`grid_cells`, :func:`wind
 Vendi (G-Vendi): :class:`VendiState` (streaming, mergeable Gram), :func:`vendi_score`,
 :func:`grouped_vendi`; :func:`kernel_vendi` (RBF / cosine kernels: exact, SLQ or random Fourier features).
 
+Gradient sketching (G-Vendi): :func:`sketch` (random projections generated on the fly from a
+Philox stream that is identical on every backend), :func:`sketch_kronecker`, and
+:class:`GradientSketcher` (per-sample gradient sketches of a causal LM, one forward/backward per batch).
+
 Every op takes ``backend=None`` (fastest available for the input's device), or one of
 ``"cpu"``, ``"cuda"``, ``"triton"``, ``"reference"``; :func:`backends` lists what this machine has.
 """
@@ -26,6 +30,10 @@ from .grid import (
 )
 from .kernel_vendi import KernelVendi, kernel_vendi
 from .vendi import PRECISION_BOUND, VendiState, grouped_vendi, vendi_score
+from .projection import KINDS as SKETCH_KINDS
+from .projection import (KRON_OUT_OFFSET, STREAM_VERSION, kronecker_factors, sketch, sketch_kronecker,
+                     sketch_kronecker_embedding, sketch_scale)
+from .gradient_sketch import GradientSketcher, SketchBatch, SketchMeta, concat_sketches, param_block
 
 __version__ = "0.1.0"
 
@@ -46,8 +54,10 @@ def build_info() -> dict:
 
 
 __all__ = [
-    "BACKENDS", "BackendUnavailableError", "MAX_GRID_CELLS", "SparseWindows", "backend_status", "backends",
-    "build_info", "grid_cells", "grid_histogram", "point_density", "seed_pairs", "sparse_windows",
-    "window_counts", "__version__", "PRECISION_BOUND", "VendiState", "grouped_vendi", "vendi_score",
-    "KernelVendi", "kernel_vendi",
+    "BACKENDS", "BackendUnavailableError", "GradientSketcher", "KRON_OUT_OFFSET", "KernelVendi", "MAX_GRID_CELLS",
+    "PRECISION_BOUND", "SKETCH_KINDS", "STREAM_VERSION", "SketchBatch", "SketchMeta", "SparseWindows", "VendiState",
+    "__version__", "backend_status", "backends", "build_info", "concat_sketches", "grid_cells", "grid_histogram",
+    "grouped_vendi", "kernel_vendi", "kronecker_factors", "param_block", "point_density", "seed_pairs", "sketch",
+    "sketch_kronecker", "sketch_kronecker_embedding", "sketch_scale", "sparse_windows", "vendi_score",
+    "window_counts",
 ]

@@ -1,6 +1,9 @@
 """Fake (meta) implementations of the compiled ops, so they trace under torch.compile.
 
-The ops themselves are defined and registered in C++ (csrc/ops/registration.cpp). They are not differentiable.
+The ops themselves are defined and registered in C++ (csrc/ops/registration.cpp). The grid ops
+return integer tensors only; the Vendi ops are not differentiable either. ``prism::sketch`` returns float32 but is declared non-differentiable:
+its autograd kernel refuses a backward pass with a clear error (sketches are taken of gradients
+that are already computed, never differentiated through).
 """
 
 from __future__ import annotations
@@ -44,3 +47,16 @@ if compiled() is not None:
     @torch.library.register_fake("prism::grouped_frobenius_sq")
     def _grouped_frobenius_sq_fake(x, order, offsets, normalize):
         return x.new_empty((offsets.shape[0] - 1,), dtype=torch.float64)
+
+    @torch.library.register_fake("prism::sketch")
+    def _sketch_fake(rows, k, kind, seed, block, offset, s, scale):
+        return rows.new_empty((rows.shape[0], k), dtype=torch.float32)
+
+    def _sketch_setup_context(ctx, inputs, output):
+        pass
+
+    def _sketch_backward(ctx, grad):
+        raise RuntimeError("prism::sketch is not differentiable: sketch detached tensors "
+                           "(prism_kernels.sketch detaches its input)")
+
+    torch.library.register_autograd("prism::sketch", _sketch_backward, setup_context=_sketch_setup_context)

@@ -15,6 +15,7 @@ TORCH_LIBRARY(prism, m) {
   m.def("grouped_gram(Tensor x, Tensor order, Tensor offsets, int size, bool normalize) -> Tensor");
   m.def("grouped_frobenius_sq(Tensor x, Tensor order, Tensor offsets, bool normalize) -> Tensor");
   m.def("rbf_matvec(Tensor x, Tensor v, float gamma) -> Tensor");
+  m.def("sketch(Tensor rows, int k, str kind, int seed, int block, int offset, int s, float scale) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(prism, CPU, m) {
@@ -25,6 +26,7 @@ TORCH_LIBRARY_IMPL(prism, CPU, m) {
   m.impl("grouped_gram", &prism::grouped_gram_cpu);
   m.impl("grouped_frobenius_sq", &prism::grouped_frobenius_sq_cpu);
   m.impl("rbf_matvec", &prism::rbf_matvec_cpu);
+  m.impl("sketch", &prism::sketch_cpu);
 }
 
 #ifdef PRISM_WITH_CUDA
@@ -33,5 +35,6 @@ TORCH_LIBRARY_IMPL(prism, CUDA, m) {
   m.impl("grid_cells", &prism::grid_cells_cuda);
   m.impl("window_counts", &prism::window_counts_cuda);
   m.impl("gram_accumulate", &prism::gram_accumulate_cuda);
+  m.impl("sketch", &prism::sketch_cuda);
 }
 #endif

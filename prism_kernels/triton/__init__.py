@@ -1,9 +1,10 @@
-"""Triton backend of the grid-density kernels.
+"""Triton backend of the grid-density and sketch kernels.
 
 Importing this package does not import Triton; import the per-op modules lazily:
-``prism_kernels.triton.grid_histogram``, ``prism_kernels.triton.grid_cells``, ``prism_kernels.triton.gram_accumulate`` and
-``prism_kernels.triton.window_counts``. Each exposes ``<op>_forward`` (the launcher) and a public
-function with the reference's name and signature (see :mod:`prism_kernels.reference.grid`).
+``prism_kernels.triton.grid_histogram``, ``prism_kernels.triton.grid_cells``,
+``prism_kernels.triton.window_counts``, ``prism_kernels.triton.gram_accumulate`` and
+``prism_kernels.triton.sketch``. Each exposes ``<op>_forward`` (the launcher) and a public
+function with the reference's name and signature (see :mod:`prism_kernels.reference`).
 """
 
-__all__ = ["grid_histogram", "grid_cells", "window_counts", "gram_accumulate"]
+__all__ = ["grid_histogram", "grid_cells", "window_counts", "gram_accumulate", "sketch"]
