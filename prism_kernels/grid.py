@@ -19,6 +19,7 @@ from . import _backends
 from ._checks import FLOAT_DTYPES as _FLOAT_DTYPES
 from ._checks import INT_DTYPES as _INT_DTYPES
 from ._checks import as_tensor as _as_tensor
+from ._checks import check_groups
 
 #: Most cells (groups x prod(bins)) one call may produce: 2**28 int64 counts = 2 GiB.
 MAX_GRID_CELLS = 1 << 28
@@ -89,19 +90,7 @@ def _layout(points: torch.Tensor, groups, num_groups: int | None) -> _Layout:
     n = points.shape[0]
     if groups is None:
         return _Layout(_kernel_points(points), None, max(n, 1), 1, False)
-    gids = _as_tensor(groups, "groups")
-    if gids.dim() != 1 or gids.shape[0] != n:
-        raise ValueError(f"groups must be [N] = [{n}], got shape {tuple(gids.shape)}")
-    if gids.dtype not in _INT_DTYPES:
-        raise ValueError(f"groups must be an integer tensor, got {gids.dtype}")
-    gids = gids.to(device=points.device, dtype=torch.int64).contiguous()
-    if n and int(gids.min()) < 0:
-        raise ValueError("groups must be >= 0")
-    largest = int(gids.max()) + 1 if n else 0
-    if num_groups is None:
-        num_groups = largest
-    elif num_groups < largest:
-        raise ValueError(f"num_groups = {num_groups} but groups holds group {largest - 1}")
+    gids, num_groups = check_groups(groups, n, points.device, num_groups)
     return _Layout(_kernel_points(points), gids, 1, int(num_groups), True)
 
 

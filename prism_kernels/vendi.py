@@ -30,6 +30,7 @@ from . import _backends
 from ._checks import FLOAT_DTYPES as _FLOAT_DTYPES
 from ._checks import INT_DTYPES as _INT_DTYPES
 from ._checks import as_tensor as _as_tensor
+from ._checks import check_groups
 from .reference.vendi import STATUS_NONFINITE, STATUS_OK, STATUS_ZERO_NORM
 
 PRECISIONS = ("fast", "exact")
@@ -310,19 +311,7 @@ def grouped_vendi(X, groups, q=1, *, normalize: bool = True, num_groups: int | N
     x = _check_rows(X, "X")
     qf = _check_q(q)
     n, d = x.shape
-    g = _as_tensor(groups, "groups")
-    if g.dim() != 1 or g.shape[0] != n:
-        raise ValueError(f"groups must be [N] = [{n}], got shape {tuple(g.shape)}")
-    if g.dtype not in _INT_DTYPES:
-        raise ValueError(f"groups must be an integer tensor, got {g.dtype}")
-    g = g.to(device=x.device, dtype=torch.int64)
-    if n and int(g.min()) < 0:
-        raise ValueError("groups must be >= 0")
-    largest = int(g.max()) + 1 if n else 0
-    if num_groups is None:
-        num_groups = largest
-    elif num_groups < largest:
-        raise ValueError(f"num_groups = {num_groups} but groups holds group {largest - 1}")
+    g, num_groups = check_groups(groups, n, x.device, num_groups)
     # one sum first (NaN / Inf propagate); the element-wise scan only when it is not finite
     if n and not math.isfinite(float(x.sum(dtype=torch.float64))) and not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x).all(dim=1)).nonzero()[0, 0])

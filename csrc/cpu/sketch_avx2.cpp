@@ -76,6 +76,18 @@ __attribute__((target("avx2"))) inline void philox8(__m256i c0, __m256i c1, uint
   out[3] = c3;
 }
 
+// Counter words 0 and 1 of coordinates j .. j + 7, one per lane (the low word may carry into the
+// high word part-way through, so each lane is split on its own).
+__attribute__((target("avx2"))) inline void coordinate_counters(uint64_t j, __m256i* c0, __m256i* c1) {
+  alignas(32) uint32_t lo[8], hi[8];
+  for (int l = 0; l < 8; ++l) {
+    lo[l] = static_cast<uint32_t>(j + l);
+    hi[l] = static_cast<uint32_t>((j + l) >> 32);
+  }
+  *c0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(lo));
+  *c1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(hi));
+}
+
 __attribute__((target("avx2"))) void rademacher_tile_avx2(const sketch::Key& key, uint64_t j0, int64_t rows,
                                                           int64_t col0, int64_t cols, float* tile, int64_t ld) {
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -86,15 +98,8 @@ __attribute__((target("avx2"))) void rademacher_tile_avx2(const sketch::Key& key
   for (int h = 0; h < 4; ++h) to_sign[h] = _mm256_sub_epi32(_mm256_set1_epi32(31 - 8 * h), lane);
   int64_t r = 0;
   for (; r + 8 <= rows; r += 8) {
-    const uint64_t j = j0 + static_cast<uint64_t>(r);
-    // Low words j + lane (may carry into the high word: handle per lane).
-    alignas(32) uint32_t lo[8], hi[8];
-    for (int l = 0; l < 8; ++l) {
-      lo[l] = static_cast<uint32_t>(j + l);
-      hi[l] = static_cast<uint32_t>((j + l) >> 32);
-    }
-    const __m256i c0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(lo));
-    const __m256i c1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(hi));
+    __m256i c0, c1;
+    coordinate_counters(j0 + static_cast<uint64_t>(r), &c0, &c1);
     for (int64_t c = 0; c < cols; c += sketch::kRademacherGroup) {
       __m256i w[4];
       philox8(c0, c1, static_cast<uint32_t>((col0 + c) >> 7), key.block, key.k0, key.k1, w);
@@ -190,14 +195,8 @@ __attribute__((target("avx2"))) void gaussian_tile_avx2(const sketch::Key& key, 
                                                         int64_t col0, int64_t cols, float* tile, int64_t ld) {
   int64_t r = 0;
   for (; r + 8 <= rows; r += 8) {
-    const uint64_t j = j0 + static_cast<uint64_t>(r);
-    alignas(32) uint32_t lo[8], hi[8];
-    for (int l = 0; l < 8; ++l) {
-      lo[l] = static_cast<uint32_t>(j + l);
-      hi[l] = static_cast<uint32_t>((j + l) >> 32);
-    }
-    const __m256i c0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(lo));
-    const __m256i c1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(hi));
+    __m256i c0, c1;
+    coordinate_counters(j0 + static_cast<uint64_t>(r), &c0, &c1);
     for (int64_t c = 0; c < cols; c += sketch::kGaussianGroup) {
       __m256i w[4];
       philox8(c0, c1, static_cast<uint32_t>((col0 + c) >> 2), key.block, key.k0, key.k1, w);
