@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "../csrc/cpu/gram_tiles.h"
 #include "../csrc/cpu/histogram_blocks.h"
 
 #ifndef PRISM_TORCH_VERSION
@@ -37,6 +38,7 @@ pybind11::dict build_info() {
 pybind11::dict capabilities() {
   pybind11::dict caps;
   caps["avx2"] = prism::cpu::cpu_has_avx2();
+  caps["avx512f"] = prism::cpu::cpu_has_avx512f();
   caps["simd_enabled"] = prism::cpu::simd_enabled();
   caps["parallel"] = at::get_parallel_info();
   return caps;

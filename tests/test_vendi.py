@@ -40,12 +40,28 @@ def cpu_op():
 # the op: compiled CPU against the float64 reference
 
 
+@pytest.fixture(params=["simd", "blas"])
+def cpu_path(request):
+    """The compiled CPU op's two tile-product paths: own AVX-512 kernels (where the CPU has
+    AVX-512F) and BLAS (everywhere else, and with SIMD switched off)."""
+    if not HAS_CPU:
+        pytest.skip("prism_kernels._C is not built")
+    lib = _backends.compiled()
+    if request.param == "simd" and not lib.capabilities().get("avx512f", False):
+        pytest.skip("this CPU has no AVX-512F: the BLAS path is the only one")
+    lib.set_simd_enabled(request.param == "simd")
+    try:
+        yield request.param
+    finally:
+        lib.set_simd_enabled(True)
+
+
 @needs_cpu
-@pytest.mark.parametrize("n,d", [(1, 1), (7, 3), (300, 19), (1000, 257), (4500, 33)])
+@pytest.mark.parametrize("n,d", [(1, 1), (7, 3), (300, 19), (1000, 257), (4500, 33), (129, 600)])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("normalize", [True, False])
 @pytest.mark.parametrize("exact", [False, True])
-def test_gram_accumulate_matches_reference(n, d, dtype, normalize, exact):
+def test_gram_accumulate_matches_reference(n, d, dtype, normalize, exact, cpu_path):
     x = (torch.randn(n, d, dtype=torch.float64) + 0.3).to(dtype)
     w = torch.rand(n, dtype=torch.float64) if n % 2 else None
     expected = ref_gram(x, w, normalize)
@@ -60,7 +76,37 @@ def test_gram_accumulate_matches_reference(n, d, dtype, normalize, exact):
 
 @needs_cpu
 @pytest.mark.parametrize("exact", [False, True])
-def test_gram_accumulate_non_contiguous(exact):
+def test_gram_accumulate_tile_edges(exact, cpu_path):
+    """Sizes around the tile (256 columns), vector (16 / 8 lanes), micro-tile (6 rows), sub-block
+    (128 rows) and chunk (4096 rows) edges, one size at a time against the float64 reference."""
+    for n, d in [(127, 16), (128, 17), (4095, 6), (4097, 64), (8193, 5), (257, 255), (40, 511), (33, 769)]:
+        x = torch.randn(n, d) - 0.2
+        gram = torch.zeros(d, d, dtype=torch.float64)
+        assert cpu_op()(gram, x, None, True, exact).tolist() == [-1, 0]
+        assert rel_fro_lower(gram, ref_gram(x)) <= (1e-12 if exact else 1e-6), (n, d)
+
+
+@needs_cpu
+@pytest.mark.parametrize("exact", [False, True])
+def test_gram_accumulate_same_bits_on_any_thread_count(exact, cpu_path):
+    """Each output tile is summed in one fixed order whichever thread owns it."""
+    x = torch.randn(5000, 700)
+    grams = []
+    threads = torch.get_num_threads()
+    try:
+        for t in (1, 2, 3):
+            torch.set_num_threads(t)
+            g = torch.zeros(700, 700, dtype=torch.float64)
+            cpu_op()(g, x, None, True, exact)
+            grams.append(g)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(grams[0], grams[1]) and torch.equal(grams[0], grams[2])
+
+
+@needs_cpu
+@pytest.mark.parametrize("exact", [False, True])
+def test_gram_accumulate_non_contiguous(exact, cpu_path):
     base = torch.randn(600, 80, dtype=torch.float32)
     for x in (base[::3], base[:, ::2], base.T[:40].T, base[100:400, 5:70]):
         gram = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64)
@@ -70,7 +116,7 @@ def test_gram_accumulate_non_contiguous(exact):
 
 @needs_cpu
 @pytest.mark.parametrize("kind", ["two_clusters", "identical", "positive", "low_rank"])
-def test_fast_error_bound(kind):
+def test_fast_error_bound(kind, cpu_path):
     """float32 sub-block products: adversarial rows whose products all round the same way."""
     d = 64
     if kind == "two_clusters":  # alternating rows: the centred products are all equal
@@ -88,7 +134,7 @@ def test_fast_error_bound(kind):
 
 
 @needs_cpu
-def test_bad_rows_reported_and_gram_unchanged():
+def test_bad_rows_reported_and_gram_unchanged(cpu_path):
     x = torch.randn(9000, 8)
     x[7000, 3] = float("nan")
     x[8000, 1] = float("inf")

@@ -2,15 +2,18 @@
 //
 // gram_accumulate: rows are prepared (scaled, checked, and for the float32 path centred) a chunk
 // at a time with at::parallel_for, then the lower-triangle output tiles are shared out over the
-// threads; every tile is a BLAS product (at::mm / at::addmm, MKL underneath) of one sub-block of
-// rows, so only the lower triangle's tiles are ever multiplied.
-//   fast:  float32 products of kFastRows-row centred sub-blocks (vendi.h center_block), each added
-//          into a float64 accumulator tile (add_f32_tile, AVX-512 / AVX2 / scalar chosen at run
-//          time) that stays in L2 across the chunk's sub-blocks; the mean terms of all the chunk's
-//          sub-blocks follow as two float64 products per tile;
-//   exact: float64 rows, float64 products accumulated straight into the float64 accumulator.
-// The accumulator is a private [d, d] float64 buffer: `gram` only receives it once the whole block
-// is known to be valid, so a bad row leaves `gram` unchanged.
+// threads. Two ways to multiply a tile:
+//   * AVX-512 (gram_avx512.cpp, where the CPU has it): own register-blocked kernels read the
+//     prepared rows in a tile-major layout, sum float32 products over one 128-row sub-block in
+//     registers and add them straight into the float64 accumulator tile (accumulate_avx512);
+//   * BLAS (at::mm / at::addmm, MKL underneath) everywhere else (accumulate_impl):
+//       fast:  float32 products of kFastRows-row centred sub-blocks (vendi.h center_block), each added
+//              into a float64 accumulator tile (add_f32_tile, AVX-512 / AVX2 / scalar chosen at run
+//              time) that stays in L2 across the chunk's sub-blocks;
+//       exact: float64 rows, float64 products accumulated straight into the float64 accumulator.
+// In "fast", the mean terms of all the chunk's centred sub-blocks follow as float64 products.
+// The accumulator is a private float64 buffer: `gram` only receives it once the whole block is
+// known to be valid, so a bad row leaves `gram` unchanged.
 //
 // grouped_gram: one group per task, vendi.h small_gram (or one BLAS product) on float64 rows;
 // grouped_frobenius_sq: the same Grams, reduced to ||Gram_g||_F^2 at once (grouped_vendi at q = 2,
@@ -23,9 +26,11 @@
 #include <cstdint>
 #include <limits>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "../ops/ops.h"
+#include "gram_tiles.h"
 #include "prism/vendi.h"
 
 namespace prism {
@@ -200,6 +205,160 @@ BadRow accumulate_impl(const at::Tensor& x, const double* weights, bool normaliz
   return BadRow{};
 }
 
+// ---- AVX-512 path (cpu::gram_avx512_enabled): own register-blocked tile products, no BLAS ----
+//
+// A chunk's prepared rows are stored tile-major: sub-block s, column tile t is one contiguous
+// [kSubRows, panel_ld] block, so a tile's operands are two compact blocks that the prefetcher (and
+// gram_tile's explicit prefetch of the next ones) can stream from L3, and panel_ld puts successive
+// rows in different cache sets. Every thread owns a list of output tiles (balanced by their cost)
+// and walks all sub-blocks of the chunk for each, so its float64 accumulator tile stays in L2.
+constexpr int64_t kSubRows = kFastRows;  // float32 products summed over at most 128 rows (see above)
+
+template <typename Y>
+constexpr int64_t panel_ld() {
+  return kTile + 64 / sizeof(Y);  // one cache line of padding: 17 / 33 lines per row
+}
+
+// Output tiles of the lower triangle, shared out over `threads` lists by longest-processing-time
+// first (a diagonal tile costs about half of a full one).
+std::vector<std::vector<TileItem>> balanced_tiles(int64_t d, int64_t threads) {
+  std::vector<std::pair<double, TileItem>> items;
+  for (int64_t i0 = 0; i0 < d; i0 += kTile)
+    for (int64_t j0 = 0; j0 <= i0; j0 += kTile) {
+      const int64_t ti = std::min(kTile, d - i0), tj = std::min(kTile, d - j0);
+      items.push_back({j0 == i0 ? 0.5 * ti * (tj + 64) : double(ti) * tj, TileItem{i0, ti, j0, tj}});
+    }
+  std::stable_sort(items.begin(), items.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::vector<std::vector<TileItem>> lists(std::max<int64_t>(1, std::min<int64_t>(threads, items.size())));
+  std::vector<double> load(lists.size(), 0.0);
+  for (const auto& [cost, item] : items) {
+    const size_t k = std::min_element(load.begin(), load.end()) - load.begin();
+    lists[k].push_back(item);
+    load[k] += cost;
+  }
+  return lists;
+}
+
+// Rows [r0, r1) scaled into the tile-major sub-block `block` (nt column tiles of [kSubRows, ld]),
+// then, for the float32 path, centred per column (vendi.h center_block). Returns the first bad row.
+template <typename T, typename Y>
+[[gnu::always_inline]] inline BadRow prepare_tiled_impl(const T* x, int64_t row_stride, int64_t d, const double* weights,
+                                                        bool normalize, int64_t r0, int64_t r1, Y* block, double* sum,
+                                                        float* mean) {
+  constexpr int64_t ld = panel_ld<Y>();
+  for (int64_t r = r0; r < r1; ++r) {
+    const T* row = x + r * row_stride;
+    double s = 1.0;
+    const int32_t st = vendi::row_scale<T>(row, d, weights ? weights[r] : 1.0, normalize, &s);
+    if (st != vendi::kOk) return BadRow{r, st};
+    for (int64_t c0 = 0, t = 0; c0 < d; c0 += kTile, ++t) {
+      Y* out = block + (t * kSubRows + (r - r0)) * ld;
+      const T* src = row + c0;
+      const int64_t w = std::min(kTile, d - c0);
+      for (int64_t k = 0; k < w; ++k) out[k] = static_cast<Y>(s * static_cast<double>(src[k]));
+    }
+  }
+  if constexpr (std::is_same_v<Y, float>)
+    for (int64_t c0 = 0, t = 0; c0 < d; c0 += kTile, ++t)
+      vendi::center_block(block + t * kSubRows * ld, r1 - r0, std::min(kTile, d - c0), ld, sum + c0, mean + c0);
+  return BadRow{};
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define PRISM_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define PRISM_CLONES
+#endif
+
+template <typename T, typename Y>
+PRISM_CLONES BadRow prepare_tiled(const T* x, int64_t row_stride, int64_t d, const double* weights, bool normalize,
+                                  int64_t r0, int64_t r1, Y* block, double* sum, float* mean) {
+  return prepare_tiled_impl<T, Y>(x, row_stride, d, weights, normalize, r0, r1, block, sum, mean);
+}
+
+template <typename T, typename Y>
+BadRow accumulate_avx512(const at::Tensor& x, const double* weights, bool normalize, double* accp, int64_t lda) {
+  constexpr bool fast = std::is_same_v<Y, float>;
+  constexpr int64_t ld = panel_ld<Y>();
+  const int64_t n = x.size(0), d = x.size(1), row_stride = x.stride(0);
+  const int64_t nt = (d + kTile - 1) / kTile;
+  const T* xp = x.data_ptr<T>();
+  const int64_t chunk = std::min(kChunkRows, n), max_subs = (chunk + kSubRows - 1) / kSubRows;
+  const int64_t sub_elems = nt * kSubRows * ld;  // one sub-block, all its column tiles
+  at::Tensor buf = at::empty({max_subs * sub_elems}, x.options().dtype(fast ? at::kFloat : at::kDouble));
+  Y* bufp = static_cast<Y*>(buf.data_ptr());
+  // fast path: per-sub-block column sums and means; the mean terms of a chunk are the product of
+  // P = [M; S - r M] and Q = [S; M] ([2 subs, d] each), see below.
+  at::Tensor sums = at::empty({max_subs, d}, x.options().dtype(at::kDouble));
+  at::Tensor means = at::empty({max_subs, d}, x.options().dtype(at::kFloat));
+  at::Tensor pq = at::empty({2, 2 * max_subs, d}, x.options().dtype(at::kDouble));
+  const auto lists = balanced_tiles(d, at::get_num_threads());
+  const auto block_of = [&](int64_t s, int64_t col0) { return bufp + s * sub_elems + (col0 / kTile) * kSubRows * ld; };
+
+  for (int64_t c0 = 0; c0 < n; c0 += kChunkRows) {
+    const int64_t c1 = std::min(n, c0 + kChunkRows);
+    const int64_t subs = (c1 - c0 + kSubRows - 1) / kSubRows;
+    const auto rows_of = [&](int64_t s) { return std::min(kSubRows, c1 - c0 - s * kSubRows); };
+    std::vector<BadRow> bad(subs);
+    at::parallel_for(0, subs, 1, [&](int64_t s0, int64_t s1) {
+      for (int64_t s = s0; s < s1; ++s) {
+        const int64_t r0 = c0 + s * kSubRows;
+        bad[s] = prepare_tiled<T, Y>(xp, row_stride, d, weights, normalize, r0, r0 + rows_of(s), bufp + s * sub_elems,
+                                     sums.data_ptr<double>() + s * d, means.data_ptr<float>() + s * d);
+      }
+    });
+    for (const BadRow& b : bad)
+      if (b.status != vendi::kOk) return b;  // sub-blocks are in row order: the first is the first bad row
+
+    // Mean terms of the chunk's centred sub-blocks (vendi.h center_block), in float64:
+    //     sum_s m_s S_s^T + (S_s - r_s m_s) m_s^T  =  sum_k P[k] Q[k]^T
+    double* P = pq.data_ptr<double>();
+    double* Q = P + 2 * max_subs * d;
+    if constexpr (fast) {
+      const double* S = sums.data_ptr<double>();
+      const float* M = means.data_ptr<float>();
+      for (int64_t s = 0; s < subs; ++s) {
+        const double r = static_cast<double>(rows_of(s));
+        for (int64_t k = 0; k < d; ++k) {
+          const double m = M[s * d + k], sk = S[s * d + k];
+          P[s * d + k] = m;
+          P[(subs + s) * d + k] = sk - r * m;
+          Q[s * d + k] = sk;
+          Q[(subs + s) * d + k] = m;
+        }
+      }
+    }
+
+    at::parallel_for(0, static_cast<int64_t>(lists.size()), 1, [&](int64_t l0, int64_t l1) {
+      for (int64_t l = l0; l < l1; ++l) {
+        const std::vector<TileItem>& list = lists[l];
+        for (size_t t = 0; t < list.size(); ++t) {
+          const TileItem& it = list[t];
+          double* acc_tile = accp + it.i0 * lda + it.j0;
+          for (int64_t s = 0; s < subs; ++s) {
+            // operands of the next product, to prefetch: next sub-block, or the next tile's first
+            const TileItem* nx = s + 1 < subs ? &it : (t + 1 < list.size() ? &list[t + 1] : nullptr);
+            const int64_t ns = s + 1 < subs ? s + 1 : 0;
+            const Y* na = nx ? block_of(ns, nx->i0) : nullptr;
+            const Y* nb = nx ? block_of(ns, nx->j0) : nullptr;
+            const int64_t nbytes = nx ? rows_of(ns) * ld * static_cast<int64_t>(sizeof(Y)) : 0;
+            if constexpr (fast)
+              cpu::gram_tile_f32_avx512(block_of(s, it.i0), block_of(s, it.j0), ld, rows_of(s), it.ti, it.tj,
+                                        it.i0 - it.j0, acc_tile, lda, na, nb, nbytes);
+            else
+              cpu::gram_tile_f64_avx512(block_of(s, it.i0), block_of(s, it.j0), ld, rows_of(s), it.ti, it.tj,
+                                        it.i0 - it.j0, acc_tile, lda, na, nb, nbytes);
+          }
+          if constexpr (fast)
+            cpu::gram_tile_f64_avx512(P + it.i0, Q + it.j0, d, 2 * subs, it.ti, it.tj, it.i0 - it.j0, acc_tile, lda,
+                                      nullptr, nullptr, 0);
+        }
+      }
+    });
+  }
+  return BadRow{};
+}
+
 }  // namespace
 
 at::Tensor gram_accumulate_cpu(at::Tensor& gram, const at::Tensor& x, const std::optional<at::Tensor>& weights,
@@ -224,11 +383,24 @@ at::Tensor gram_accumulate_cpu(at::Tensor& gram, const at::Tensor& x, const std:
   status[0] = -1;
   status[1] = 0;
   if (n == 0 || d == 0) return status;
-  at::Tensor acc = at::zeros({d, d}, gram.options());
   BadRow bad;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "gram_accumulate_cpu", [&] {
-    bad = accumulate_impl<scalar_t>(xs, wp, normalize, exact, acc);
-  });
+  at::Tensor acc;
+  int64_t lda = d;
+  if (cpu::gram_avx512_enabled()) {
+    // padded rows: a tile's rows of the accumulator must not share cache sets (d = 1024: 8 KiB apart)
+    lda = (d + 7) / 8 * 8;
+    if (lda % 512 == 0) lda += 8;
+    acc = at::zeros({d, lda}, gram.options());
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "gram_accumulate_cpu", [&] {
+      bad = exact ? accumulate_avx512<scalar_t, double>(xs, wp, normalize, acc.data_ptr<double>(), lda)
+                  : accumulate_avx512<scalar_t, float>(xs, wp, normalize, acc.data_ptr<double>(), lda);
+    });
+  } else {
+    acc = at::zeros({d, d}, gram.options());
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "gram_accumulate_cpu", [&] {
+      bad = accumulate_impl<scalar_t>(xs, wp, normalize, exact, acc);
+    });
+  }
   if (bad.status != vendi::kOk) {
     status[0] = bad.row;
     status[1] = bad.status;
@@ -238,7 +410,7 @@ at::Tensor gram_accumulate_cpu(at::Tensor& gram, const at::Tensor& x, const std:
   const double* a = acc.data_ptr<double>();
   at::parallel_for(0, d, 64, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i)
-      for (int64_t j = 0; j <= i; ++j) g[i * d + j] += a[i * d + j];
+      for (int64_t j = 0; j <= i; ++j) g[i * d + j] += a[i * lda + j];
   });
   return status;
 }

@@ -23,20 +23,28 @@ enum Status : int32_t { kOk = 0, kNonFinite = 1, kZeroNorm = 2 };
 template <typename T>
 PRISM_HOST_DEVICE PRISM_INLINE int32_t row_scale(const T* row, int64_t d, double weight, bool normalize,
                                                  double* scale) {
-  double sq = 0.0;
-  for (int64_t k = 0; k < d; ++k) {
+  // eight independent partial sums, so that the loop vectorises without -ffast-math
+  double part[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+  int64_t k = 0;
+  for (; k + 8 <= d; k += 8)
+    for (int l = 0; l < 8; ++l) {
+      const double v = static_cast<double>(row[k + l]);
+      part[l] += v * v;
+    }
+  for (; k < d; ++k) {
     const double v = static_cast<double>(row[k]);
-    sq += v * v;
+    part[0] += v * v;
   }
+  const double sq = ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
   if (!(sq <= 1.7976931348623157e308)) {  // NaN or +inf: a non-finite value, or overflow
     double big = 0.0;
-    for (int64_t k = 0; k < d; ++k) {
+    for (k = 0; k < d; ++k) {
       const double v = static_cast<double>(row[k]);
       if (!(v - v == 0.0)) return kNonFinite;  // NaN or +-inf
       big = fabs(v) > big ? fabs(v) : big;
     }
     double scaled = 0.0;
-    for (int64_t k = 0; k < d; ++k) {
+    for (k = 0; k < d; ++k) {
       const double v = static_cast<double>(row[k]) / big;
       scaled += v * v;
     }
