@@ -28,19 +28,30 @@ import prism_kernels as pk
 def best(fn, repeat):
     out, times = None, []
     for _ in range(repeat):
+        time.sleep(SETTLE_S)
         t = time.perf_counter()
         out = fn()
         times.append(time.perf_counter() - t)
     return min(times), out
 
 
+# Pause before every timed call. OpenBLAS's worker threads (numpy) keep spinning for up to 2^28
+# cycles (~0.1 s) after a call returns, and would take a core from whatever runs next; OpenMP's
+# workers (torch, prism_kernels) spin briefly too. Measured here: without the pause, the call after
+# numpy's ran ~10% slower than the same call after a pause.
+SETTLE_S = 0.3
+
+
 def paired(peer, ours, repeat):
-    """Median times of ``peer`` and ``ours`` run alternately ``repeat`` times; and their last outputs."""
+    """Median times of ``peer`` and ``ours`` run alternately ``repeat`` times, each after a pause
+    (SETTLE_S); and their last outputs."""
     tp, to, out_p, out_o = [], [], None, None
     for _ in range(repeat):
+        time.sleep(SETTLE_S)
         t = time.perf_counter()
         out_p = peer()
         tp.append(time.perf_counter() - t)
+        time.sleep(SETTLE_S)
         t = time.perf_counter()
         out_o = ours()
         to.append(time.perf_counter() - t)

@@ -1,11 +1,13 @@
 // AVX-512 Gram tile products (gram_tiles.h), compiled for AVX-512F by function attribute and chosen
 // at run time; without AVX-512 the Vendi driver multiplies tiles with BLAS instead.
 //
-// Micro-kernel: an MR x (NV * W) block of the output (W = 16 float32 or 8 float64 lanes; MR = 6,
-// NV = 4) lives in 24 zmm registers; for every row r it loads y[r, j..j + NV W) once and multiplies
+// Micro-kernel: an MR x (NV * W) block of the output (W = 16 float32 or 8 float64 lanes; MR = 12,
+// NV = 2) lives in 24 zmm registers; for every row r it loads y[r, j..j + NV W) once and multiplies
 // it by MR broadcasts of y[r, i..i + MR). After the last row the block is added to the float64
-// accumulator (float32 sums are widened first), with masks at the right edge. 6 x 64 measured
-// fastest of 12 x 32, 8 x 48, 6 x 64 and 4 x 64 on this machine (Sapphire Rapids class).
+// accumulator (float32 sums are widened first), with masks at the right edge. Of 12 x 2, 8 x 3,
+// 6 x 4, 7 x 3, 5 x 4 and 4 x 4 (rows x vectors), 12 x 2 was fastest on this machine (Sapphire
+// Rapids class) in interleaved runs, float32 and float64: its column panel (128 rows x 32 float32)
+// leaves room in L1 for the streaming row panels.
 //
 // Tile loop: column panels outer, so one panel of rows x NV W values stays in L1 while the row
 // panels of the tile stream past it from L2. Micro-tiles wholly above the diagonal are skipped and
@@ -14,6 +16,8 @@
 #include "gram_tiles.h"
 
 #include <algorithm>
+#include <array>
+#include <utility>
 
 #include "histogram_blocks.h"
 
@@ -41,8 +45,12 @@ bool gram_avx512_enabled() { return cpu_has_avx512f() && simd_enabled(); }
 #if defined(PRISM_GRAM_AVX512)
 namespace {
 
-constexpr int kMR = 6;
-constexpr int kNV = 4;
+#ifndef PRISM_GRAM_MR  // (overridable only for the micro-kernel shape experiments)
+#define PRISM_GRAM_MR 12
+#define PRISM_GRAM_NV 2
+#endif
+constexpr int kMR = PRISM_GRAM_MR;
+constexpr int kNV = PRISM_GRAM_NV;
 
 #define PRISM_AVX512 __attribute__((target("avx512f"), always_inline)) inline
 
@@ -83,10 +91,10 @@ struct F64 {
   }
 };
 
-// acc[m, 0..nr) += sum_r a[r * ld + m] * b[r * ld + 0..nr) for m < MR, nr <= NV * W.
+// acc[m, 0..nr) += sum_r a[r * lda + m] * b[r * ldb + 0..nr) for m < MR, nr <= NV * W.
 template <class K, int NV, int MR>
-__attribute__((target("avx512f"))) void micro(const typename K::T* a, const typename K::T* b, int64_t ld,
-                                              int64_t rows, int64_t nr, double* acc, int64_t ld_acc) {
+__attribute__((target("avx512f"))) void micro(const typename K::T* a, int64_t lda, const typename K::T* b,
+                                              int64_t ldb, int64_t rows, int64_t nr, double* acc, int64_t ld_acc) {
   using V = typename K::V;
   typename K::M mask[NV];
   V c[MR][NV];
@@ -106,8 +114,8 @@ __attribute__((target("avx512f"))) void micro(const typename K::T* a, const type
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) c[m][v] = K::fma(av, bv[v], c[m][v]);
     }
-    a += ld;
-    b += ld;
+    a += lda;
+    b += ldb;
   }
 #pragma GCC unroll 16
   for (int m = 0; m < MR; ++m)
@@ -116,29 +124,30 @@ __attribute__((target("avx512f"))) void micro(const typename K::T* a, const type
       if (nr > v * K::W) K::flush(acc + m * ld_acc + v * K::W, c[m][v], nr - v * K::W);
 }
 
-template <class K, int NV, int... MRs>
-struct MicroRow {
-  using Fn = void (*)(const typename K::T*, const typename K::T*, int64_t, int64_t, int64_t, double*, int64_t);
-  static constexpr Fn fns[] = {nullptr, &micro<K, NV, MRs>...};
-};
-
 // micro<K, nv, mr> for 1 <= nv <= kNV vectors of columns and 1 <= mr <= kMR rows.
-template <class K, int... NVs>
-struct MicroTable {
-  using Fn = typename MicroRow<K, 1, 1>::Fn;
-  static constexpr const Fn* rows[] = {nullptr, MicroRow<K, NVs, 1, 2, 3, 4, 5, 6>::fns...};
-  static Fn get(int64_t nv, int64_t mr) { return rows[nv][mr]; }
-};
+template <class K, int NV, int... MRm1>
+constexpr auto micro_row(std::integer_sequence<int, MRm1...>) {
+  using Fn = void (*)(const typename K::T*, int64_t, const typename K::T*, int64_t, int64_t, int64_t, double*,
+                      int64_t);
+  return std::array<Fn, kMR>{&micro<K, NV, MRm1 + 1>...};
+}
+
+template <class K, int... NVm1>
+constexpr auto micro_table(std::integer_sequence<int, NVm1...>) {
+  return std::array{micro_row<K, NVm1 + 1>(std::make_integer_sequence<int, kMR>{})...};
+}
 
 template <class K>
-using Micros = MicroTable<K, 1, 2, 3, 4>;
+struct Micros {
+  static constexpr auto table = micro_table<K>(std::make_integer_sequence<int, kNV>{});
+  static auto get(int64_t nv, int64_t mr) { return table[nv - 1][mr - 1]; }
+};
 
 template <class K>
 void gram_tile(const typename K::T* a, const typename K::T* b, int64_t ld, int64_t rows, int64_t ti, int64_t tj,
                int64_t i_minus_j, double* acc, int64_t ld_acc, const void* next_a, const void* next_b,
                int64_t next_bytes) {
   constexpr int64_t NR = kNV * K::W;
-  static_assert(kMR == 6 && kNV == 4, "Micros lists MR = 1..6, NV = 1..4");
   const auto above = [&](int64_t ip, int64_t mr, int64_t jp) { return ip + mr + i_minus_j <= jp; };
   // The next tile's rows are fetched into L2 a few lines per micro-tile, so that they arrive while
   // this tile computes (the hardware prefetchers do not follow the long row strides from L3).
@@ -158,7 +167,7 @@ void gram_tile(const typename K::T* a, const typename K::T* b, int64_t ld, int64
         for (int64_t l = 0; l < pf_lines && pf[q] < pf_end[q]; ++l, pf[q] += 64) __builtin_prefetch(pf[q], 0, 2);
       // on the diagonal, only the columns up to the micro-tile's last row are needed
       const int64_t cols = std::min(nr, ip + mr + i_minus_j - jp);
-      Micros<K>::get((cols + K::W - 1) / K::W, mr)(a + ip, b + jp, ld, rows, cols, acc + ip * ld_acc + jp, ld_acc);
+      Micros<K>::get((cols + K::W - 1) / K::W, mr)(a + ip, ld, b + jp, ld, rows, cols, acc + ip * ld_acc + jp, ld_acc);
     }
   }
 }

@@ -11,6 +11,7 @@ namespace prism {
 namespace cpu {
 
 bool cpu_has_avx512f();
+
 // Whether the AVX-512 tile products may run: the CPU has AVX-512F and nobody switched SIMD off
 // (cpu::simd_enabled).
 bool gram_avx512_enabled();
