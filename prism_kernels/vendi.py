@@ -312,10 +312,12 @@ def grouped_vendi(X, groups, q=1, *, normalize: bool = True, num_groups: int | N
     qf = _check_q(q)
     n, d = x.shape
     g, num_groups = check_groups(groups, n, x.device, num_groups)
-    # one sum first (NaN / Inf propagate); the element-wise scan only when it is not finite
-    if n and not math.isfinite(float(x.sum(dtype=torch.float64))) and not bool(torch.isfinite(x).all()):
-        bad = int((~torch.isfinite(x).all(dim=1)).nonzero()[0, 0])
-        raise ValueError(f"X: row {bad} contains NaN or Inf")
+
+    def check_finite():
+        if n and not bool(torch.isfinite(x).all()):
+            bad = int((~torch.isfinite(x).all(dim=1)).nonzero()[0, 0])
+            raise ValueError(f"X: row {bad} contains NaN or Inf")
+
     counts = torch.bincount(g, minlength=num_groups)  # [G]
     offsets = torch.zeros(num_groups + 1, dtype=torch.int64, device=x.device)
     offsets[1:] = torch.cumsum(counts, 0)
@@ -333,8 +335,14 @@ def grouped_vendi(X, groups, q=1, *, normalize: bool = True, num_groups: int | N
     nz = counts.clamp_min(1).to(torch.float64)
     if qf == 2.0:  # 1 / ||S_g / n_g||_F^2: Frobenius norms of the per-group Grams, nothing padded
         fro = _backends.kernel("grouped_frobenius_sq", name)(x, order, offsets, normalize)  # [G]
+        # a NaN / Inf row makes its group's norm NaN or Inf: scan X only then
+        if not bool(torch.isfinite(fro).all()):
+            check_finite()
         scores = nz * nz / fro
     else:
+        # one sum first (NaN / Inf propagate); the element-wise scan only when it is not finite
+        if n and not math.isfinite(float(x.sum(dtype=torch.float64))):
+            check_finite()
         grams = _backends.kernel("grouped_gram", name)(x, order, offsets, size, normalize)  # [G, k, k]
         lam = torch.linalg.eigvalsh(grams / nz[:, None, None]).clamp_min(0.0)
         scores = _entropy_score(lam, qf)

@@ -342,22 +342,37 @@ def test_grouped_matches_loop(backend, q):
 
 
 @needs_cpu
-def test_grouped_cpu_equals_reference_grams():
-    x = torch.randn(200, 7).to(torch.float32)[:, ::1]
-    groups = torch.randint(0, 13, (200,))
+@pytest.mark.parametrize("d,rows,num_groups", [(7, 200, 13), (40, 900, 11)])
+def test_grouped_cpu_equals_reference_grams(d, rows, num_groups, cpu_path):
+    """Groups below and above d rows: the small loop, the tile product on both sides, BLAS."""
+    x = torch.randn(rows, d).to(torch.float32)
+    groups = torch.randint(0, num_groups, (rows,))
     order = torch.argsort(groups, stable=True)
-    counts = torch.bincount(groups, minlength=13)
+    counts = torch.bincount(groups, minlength=num_groups)
     offsets = torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)])
-    size = int(counts.clamp(max=7).max())
+    size = int(counts.clamp(max=d).max())
     a = torch.ops.prism.grouped_gram(x, order, offsets, size, True)
     b = ref.grouped_gram(x, order, offsets, size, True)
     torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("backend", ["reference", pytest.param("cpu", marks=needs_cpu)])
+@pytest.mark.parametrize("q", [1, 2])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_grouped_non_finite_row_error_names_it(backend, q, bad):
+    x = torch.randn(400, 16, dtype=torch.float64)
+    x[123, 5] = bad
+    groups = torch.arange(400) % 7
+    with pytest.raises(ValueError, match="row 123 contains NaN or Inf"):
+        pk.grouped_vendi(x, groups, q, backend=backend)
+    with pytest.raises(ValueError, match="row 123 contains NaN or Inf"):
+        pk.grouped_vendi(x, groups, q, normalize=False, backend=backend)
+
+
 @needs_cpu
-@pytest.mark.parametrize("d", [1, 7, 64])
+@pytest.mark.parametrize("d", [1, 7, 64, 200])
 @pytest.mark.parametrize("normalize", [True, False])
-def test_grouped_frobenius_cpu_equals_reference(d, normalize):
+def test_grouped_frobenius_cpu_equals_reference(d, normalize, cpu_path):
     """The q = 2 op on odd group sizes, around and beyond d (both Gram sides, small and BLAS)."""
     sizes = [0, 1, 3, 7, 8, 63, 64, 65, 300]
     groups = torch.cat([torch.full((s,), g) for g, s in enumerate(sizes)])

@@ -15,7 +15,8 @@
 // The accumulator is a private float64 buffer: `gram` only receives it once the whole block is
 // known to be valid, so a bad row leaves `gram` unchanged.
 //
-// grouped_gram: one group per task, vendi.h small_gram (or one BLAS product) on float64 rows;
+// grouped_gram: one group per task, vendi.h small_gram, one AVX-512 tile product, or one BLAS product
+// (by size and CPU) on float64 rows;
 // grouped_frobenius_sq: the same Grams, reduced to ||Gram_g||_F^2 at once (grouped_vendi at q = 2,
 // no padded [G, k, k] output and no eigendecomposition).
 #include <ATen/ATen.h>
@@ -424,7 +425,8 @@ at::Tensor gram_accumulate_cpu(at::Tensor& gram, const at::Tensor& x, const std:
 namespace {
 
 // Checks grouped_gram's arguments; calls sink(g, gram, m) from at::parallel_for for every non-empty
-// group g with its m x m Gram (m = min(n_g, d), row stride m, full symmetric, float64).
+// group g with its m x m Gram (m = min(n_g, d), row stride m, float64), of which only the lower
+// triangle (j <= i) is to be read.
 template <typename Sink>
 void for_each_group_gram(const at::Tensor& x, const at::Tensor& order, const at::Tensor& offsets, int64_t size,
                          bool normalize, const char* name, Sink&& sink) {
@@ -446,18 +448,23 @@ void for_each_group_gram(const at::Tensor& x, const at::Tensor& order, const at:
   }
   for (int64_t i = 0; i < N; ++i) TORCH_CHECK(op[i] >= 0 && op[i] < N, name, ": order out of range");
   const double* xp = xs.data_ptr<double>();
+  const bool simd = cpu::gram_avx512_enabled();
   at::parallel_for(0, G, 16, [&](int64_t g0, int64_t g1) {
-    std::vector<double> rows, gram;
+    std::vector<double> rows, cols, gram;
     for (int64_t g = g0; g < g1; ++g) {
       const int64_t k = fp[g + 1] - fp[g];
       if (k == 0) continue;
       rows.resize(k * d);
       for (int64_t a = 0; a < k; ++a) {
         const double* src = xp + op[fp[g] + a] * d;
+        if (a + 1 < k) {  // gathered rows: the next one's address is known, the prefetcher's is not
+          const char* next = reinterpret_cast<const char*>(xp + op[fp[g] + a + 1] * d);
+          for (int64_t b = 0; b < d * 8; b += 64) __builtin_prefetch(next + b, 0, 3);
+        }
         double s = 1.0;
         if (normalize) {
           const double sq = vendi::dot(src, src, d);
-          s = sq > 0.0 ? 1.0 / std::sqrt(sq) : 0.0;
+          s = sq == 0.0 ? 0.0 : 1.0 / std::sqrt(sq);  // a NaN / Inf row stays non-finite
         }
         for (int64_t c = 0; c < d; ++c) rows[a * d + c] = src[c] * s;
       }
@@ -465,6 +472,24 @@ void for_each_group_gram(const at::Tensor& x, const at::Tensor& order, const at:
       if (k * d * m < kBlasGroupWork) {
         gram.resize(m * m);
         vendi::small_gram(rows.data(), k, d, gram.data(), m);
+        sink(g, gram.data(), m);
+        continue;
+      }
+      if (simd && m <= kTile) {
+        // One AVX-512 tile product (lower triangle). Y^T Y reads the rows as they are; Y Y^T needs
+        // them as columns: [d, k], transposed here.
+        const double* operand = rows.data();
+        int64_t ld = d, reduce = k;
+        if (k <= d) {
+          cols.resize(d * k);
+          for (int64_t a = 0; a < k; ++a)
+            for (int64_t c = 0; c < d; ++c) cols[c * k + a] = rows[a * d + c];
+          operand = cols.data();
+          ld = k;
+          reduce = d;
+        }
+        gram.assign(m * m, 0.0);
+        cpu::gram_tile_f64_avx512(operand, operand, ld, reduce, m, m, 0, gram.data(), m, nullptr, nullptr, 0);
         sink(g, gram.data(), m);
         continue;
       }
@@ -488,7 +513,7 @@ at::Tensor grouped_gram_cpu(const at::Tensor& x, const at::Tensor& order, const 
                       [&](int64_t g, const double* gram, int64_t m) {
                         double* dst = outp + g * size * size;
                         for (int64_t a = 0; a < m; ++a)
-                          for (int64_t b = 0; b < m; ++b) dst[a * size + b] = gram[a * m + b];
+                          for (int64_t b = 0; b <= a; ++b) dst[a * size + b] = dst[b * size + a] = gram[a * m + b];
                       });
   return out;
 }
@@ -500,9 +525,12 @@ at::Tensor grouped_frobenius_sq_cpu(const at::Tensor& x, const at::Tensor& order
   double* outp = out.data_ptr<double>();
   for_each_group_gram(x, order, offsets, std::numeric_limits<int64_t>::max(), normalize, "grouped_frobenius_sq",
                       [&](int64_t g, const double* gram, int64_t m) {
-                        double s = 0.0;
-                        for (int64_t a = 0; a < m; ++a) s += vendi::dot(gram + a * m, gram + a * m, m);
-                        outp[g] = s;
+                        double diag = 0.0, off = 0.0;  // ||G||_F^2 = sum_i G_ii^2 + 2 sum_{j<i} G_ij^2
+                        for (int64_t a = 0; a < m; ++a) {
+                          diag += gram[a * m + a] * gram[a * m + a];
+                          off += vendi::dot(gram + a * m, gram + a * m, a);
+                        }
+                        outp[g] = diag + 2.0 * off;
                       });
   return out;
 }

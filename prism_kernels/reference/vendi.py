@@ -83,7 +83,8 @@ def grouped_gram(x: torch.Tensor, order: torch.Tensor, offsets: torch.Tensor, si
     y = x.to(torch.float64)
     if normalize:
         norm = torch.linalg.vector_norm(y, dim=1, keepdim=True)
-        y = torch.where(norm > 0, y / torch.where(norm > 0, norm, 1.0), 0.0)
+        # zero rows stay zero; a NaN / Inf row stays non-finite (grouped_vendi reports it)
+        y = torch.where(norm == 0, 0.0, y / torch.where(norm == 0, 1.0, norm))
     for g in range(groups):
         rows = y[order[int(offsets[g]):int(offsets[g + 1])]]
         k = rows.shape[0]
