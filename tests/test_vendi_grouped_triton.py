@@ -1,0 +1,128 @@
+"""Triton grouped_gram / grouped_frobenius_sq vs their float64 references (on CPU through the Triton
+interpreter)."""
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from prism_kernels.reference import vendi as ref  # noqa: E402
+from prism_kernels.triton.grouped_frobenius_sq import grouped_frobenius_sq  # noqa: E402
+from prism_kernels.triton.grouped_gram import grouped_gram  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1" else "cpu"
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+# Both sides compute in float64 from the same (upcast) values: only the summation order differs.
+RTOL = 1e-12
+
+
+def grouped_rows(d, sizes, dtype=torch.float64, seed=0):
+    """Rows ``x [N, d]`` (non-contiguous, groups shuffled), ``order [N]``, ``offsets [G + 1]``, ``size``."""
+    gen = torch.Generator().manual_seed(seed)
+    counts = torch.tensor(sizes, dtype=torch.int64)
+    groups = torch.repeat_interleave(torch.arange(len(sizes)), counts)
+    groups = groups[torch.randperm(groups.shape[0], generator=gen)]
+    order = torch.argsort(groups, stable=True)
+    offsets = torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)])
+    x = (torch.randn(groups.shape[0], 2 * d, generator=gen, dtype=torch.float64) + 0.25).to(dtype)[:, ::2]
+    size = max(1, int(counts.clamp(max=d).max())) if sizes else 1
+    return x.to(DEVICE), order.to(DEVICE), offsets.to(DEVICE), size
+
+
+def assert_grams_match(got, want, offsets, d):
+    """Same finite entries (to RTOL of the largest), non-finite where the reference is, zero padding."""
+    assert got.shape == want.shape and got.dtype == torch.float64
+    assert torch.equal(torch.isfinite(got), torch.isfinite(want))
+    finite = torch.isfinite(want)
+    scale = float(want[finite].abs().max()) if bool(finite.any()) else 0.0
+    assert float((got[finite] - want[finite]).abs().max()) <= RTOL * scale
+    side = torch.arange(got.shape[1], device=got.device)
+    m = (offsets[1:] - offsets[:-1]).clamp(max=d)  # [G]
+    inside = (side[None, :, None] < m[:, None, None]) & (side[None, None, :] < m[:, None, None])
+    assert torch.count_nonzero(got[~inside]) == 0
+    assert torch.equal(got.nan_to_num(), got.transpose(1, 2).nan_to_num())
+
+
+# ---------------------------------------------------------------------------------------------
+# grouped_gram and grouped_frobenius_sq
+
+
+@pytest.mark.parametrize("d", [1, 7, 33])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_grouped_ops_match_reference(d, dtype):
+    """Group sizes around d (both Gram forms, one and two tiles a side), an empty group, both
+    normalisations, a non-contiguous x in every input dtype."""
+    x, order, offsets, size = grouped_rows(d, [0, 1, 3, d - 1, d, d + 1, 2 * d + 5], dtype, seed=d)
+    for normalize in (True, False):
+        want = ref.grouped_gram(x, order, offsets, size, normalize)
+        assert_grams_match(grouped_gram(x, order, offsets, size, normalize), want, offsets, d)
+        torch.testing.assert_close(grouped_frobenius_sq(x, order, offsets, normalize),
+                                   ref.grouped_frobenius_sq(x, order, offsets, normalize), rtol=RTOL, atol=0.0)
+
+
+def test_grouped_gram_pads_to_a_larger_size():
+    x, order, offsets, size = grouped_rows(5, [2, 9, 4])
+    got = grouped_gram(x, order, offsets, size + 3, True)
+    assert_grams_match(got, ref.grouped_gram(x, order, offsets, size + 3, True), offsets, 5)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # inf * 0, on purpose
+def test_grouped_non_finite_row_stays_non_finite_and_zero_row_stays_zero(bad):
+    d = 6
+    x, order, offsets, size = grouped_rows(d, [4, 9, 3, 12])
+    x = x.contiguous()
+    x[int(order[5])] = 0.0  # group 1 (n_g > d: the column form)
+    x[int(order[13]), 2] = bad  # group 2 (n_g <= d: the row form)
+    x[int(order[20]), 4] = bad  # group 3 (the column form)
+    for normalize in (True, False):
+        got = grouped_gram(x, order, offsets, size, normalize)
+        assert_grams_match(got, ref.grouped_gram(x, order, offsets, size, normalize), offsets, d)
+        assert bool(torch.isfinite(got[:2]).all())
+        assert not bool(torch.isfinite(got[2]).all()) and not bool(torch.isfinite(got[3]).all())
+        fro = grouped_frobenius_sq(x, order, offsets, normalize)
+        assert torch.isfinite(fro).tolist() == [True, True, False, False]
+        torch.testing.assert_close(fro[:2], ref.grouped_frobenius_sq(x, order, offsets, normalize)[:2],
+                                   rtol=RTOL, atol=0.0)
+
+
+def test_grouped_no_groups_and_only_empty_groups():
+    x = torch.randn(0, 4, device=DEVICE)
+    order = torch.zeros(0, dtype=torch.int64, device=DEVICE)
+    none = torch.zeros(1, dtype=torch.int64, device=DEVICE)  # G = 0
+    assert grouped_gram(x, order, none, 1, True).shape == (0, 1, 1)
+    assert grouped_frobenius_sq(x, order, none, True).shape == (0,)
+    empty = torch.zeros(3, dtype=torch.int64, device=DEVICE)  # G = 2, no rows
+    assert torch.equal(grouped_gram(x, order, empty, 2, False), torch.zeros(2, 2, 2, dtype=torch.float64,
+                                                                            device=DEVICE))
+    assert torch.equal(grouped_frobenius_sq(x, order, empty, False), torch.zeros(2, dtype=torch.float64,
+                                                                                 device=DEVICE))
+
+
+def test_grouped_bad_arguments_name_the_argument():
+    x, order, offsets, size = grouped_rows(4, [3, 5])
+    cases = [
+        ((x[:, 0], order, offsets, size, True), "x"),
+        ((x.to(torch.int32), order, offsets, size, True), "x"),
+        ((x, order.to(torch.int32), offsets, size, True), "order"),
+        ((x, order[:-1], offsets, size, True), "order"),
+        ((x, order + 1, offsets, size, True), "order"),
+        ((x, order, offsets[None], size, True), "offsets"),
+        ((x, order, offsets[:0], size, True), "offsets"),
+        ((x, order, offsets + 1, size, True), "offsets"),
+        ((x, order, offsets[[0, 2, 1, 2]], size, True), "offsets"),
+        ((x, order, offsets, 0, True), "size"),
+        ((x, order, offsets, size - 1, True), "size"),
+        ((x, order, offsets, float(size), True), "size"),
+        ((x, order, offsets, size, 1), "normalize"),
+    ]
+    for args, name in cases:
+        with pytest.raises(ValueError, match=f"grouped_gram: {name} must"):
+            grouped_gram(*args)
+        if name != "size":
+            with pytest.raises(ValueError, match=f"grouped_frobenius_sq: {name} must"):
+                grouped_frobenius_sq(*args[:3], args[4])
