@@ -1,5 +1,5 @@
-"""Triton grouped_gram / grouped_frobenius_sq vs their float64 references (on CPU through the Triton
-interpreter)."""
+"""Triton grouped_gram / grouped_frobenius_sq / rbf_matvec vs their float64 references (on CPU through
+the Triton interpreter)."""
 
 import os
 
@@ -10,9 +10,11 @@ import torch
 
 pytest.importorskip("triton")
 
+from prism_kernels.reference import kernel_vendi as kernel_ref  # noqa: E402
 from prism_kernels.reference import vendi as ref  # noqa: E402
 from prism_kernels.triton.grouped_frobenius_sq import grouped_frobenius_sq  # noqa: E402
 from prism_kernels.triton.grouped_gram import grouped_gram  # noqa: E402
+from prism_kernels.triton.rbf_matvec import rbf_matvec  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1" else "cpu"
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
@@ -126,3 +128,48 @@ def test_grouped_bad_arguments_name_the_argument():
         if name != "size":
             with pytest.raises(ValueError, match=f"grouped_frobenius_sq: {name} must"):
                 grouped_frobenius_sq(*args[:3], args[4])
+
+
+# ---------------------------------------------------------------------------------------------
+# rbf_matvec
+
+
+@pytest.mark.parametrize("n,d,m", [(1, 1, 1), (19, 3, 2), (45, 33, 5), (40, 7, 33)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rbf_matvec_matches_reference(n, d, m, dtype):
+    """Sizes that are not multiples of the tiles, v wider than one program's columns (m = 33), a
+    non-contiguous x and v."""
+    gen = torch.Generator().manual_seed(n + d + m)
+    x = (0.5 * torch.randn(n, 2 * d, generator=gen, dtype=torch.float64)).to(dtype)[:, ::2].to(DEVICE)
+    v = torch.randn(m, n, generator=gen, dtype=torch.float64).to(DEVICE).T
+    got = rbf_matvec(x, v, 0.37)
+    assert got.shape == (n, m) and got.dtype == torch.float64
+    torch.testing.assert_close(got, kernel_ref.rbf_matvec(x, v, 0.37), rtol=RTOL, atol=RTOL)
+
+
+def test_rbf_matvec_gamma_zero_and_empty():
+    x = torch.randn(21, 4, device=DEVICE)
+    v = torch.randn(21, 3, dtype=torch.float64, device=DEVICE)
+    # K is all ones: every row of K v is the column sums of v
+    torch.testing.assert_close(rbf_matvec(x, v, 0.0), v.sum(0).expand(21, 3), rtol=RTOL, atol=RTOL)
+    assert rbf_matvec(x[:0], v[:0], 1.0).shape == (0, 3)
+    assert rbf_matvec(x, v[:, :0], 1.0).shape == (21, 0)
+
+
+def test_rbf_matvec_bad_arguments_name_the_argument():
+    x = torch.randn(10, 3, device=DEVICE)
+    v = torch.randn(10, 2, dtype=torch.float64, device=DEVICE)
+    cases = [
+        ((x[:, 0], v, 1.0), "x"),
+        ((x.to(torch.int64), v, 1.0), "x"),
+        ((x, v[:9], 1.0), "v"),
+        ((x, v[:, 0], 1.0), "v"),
+        ((x, v.to(torch.int64), 1.0), "v"),
+        ((x, v, -1.0), "gamma"),
+        ((x, v, float("nan")), "gamma"),
+        ((x, v, float("inf")), "gamma"),
+        ((x, v, None), "gamma"),
+    ]
+    for args, name in cases:
+        with pytest.raises(ValueError, match=f"rbf_matvec: {name} must"):
+            rbf_matvec(*args)
