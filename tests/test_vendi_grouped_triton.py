@@ -1,5 +1,5 @@
 """Triton grouped_gram / grouped_frobenius_sq / rbf_matvec vs their float64 references (on CPU through
-the Triton interpreter)."""
+the Triton interpreter), and grouped_vendi / kernel_vendi routed to them."""
 
 import os
 
@@ -10,6 +10,8 @@ import torch
 
 pytest.importorskip("triton")
 
+import prism_kernels as pk  # noqa: E402
+from prism_kernels import _backends  # noqa: E402
 from prism_kernels.reference import kernel_vendi as kernel_ref  # noqa: E402
 from prism_kernels.reference import vendi as ref  # noqa: E402
 from prism_kernels.triton.grouped_frobenius_sq import grouped_frobenius_sq  # noqa: E402
@@ -173,3 +175,59 @@ def test_rbf_matvec_bad_arguments_name_the_argument():
     for args, name in cases:
         with pytest.raises(ValueError, match=f"rbf_matvec: {name} must"):
             rbf_matvec(*args)
+
+
+# ---------------------------------------------------------------------------------------------
+# the public API on the Triton backend
+
+
+@pytest.mark.parametrize("q", [1, 2, "inf"])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_grouped_vendi_triton_equals_reference(q, normalize):
+    d = 9
+    sizes = [1, 3, 9, 10, 25, 0, 4]
+    groups = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+    groups = groups[torch.randperm(groups.shape[0])]
+    x = (torch.randn(groups.shape[0], d) + 0.1).to(DEVICE)
+    got = pk.grouped_vendi(x, groups, q, normalize=normalize, backend="triton")
+    want = pk.grouped_vendi(x, groups, q, normalize=normalize, backend="reference")
+    assert bool(torch.isnan(got[5]))
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=0.0, equal_nan=True)
+
+
+@pytest.mark.parametrize("q", [1, 2])
+def test_grouped_vendi_triton_names_a_non_finite_row(q):
+    x = torch.randn(60, 16, dtype=torch.float64, device=DEVICE)
+    x[23, 5] = float("nan")
+    with pytest.raises(ValueError, match="row 23 contains NaN or Inf"):
+        pk.grouped_vendi(x, torch.arange(60) % 7, q, backend="triton")
+
+
+def test_kernel_vendi_slq_triton_equals_reference():
+    gen = torch.Generator().manual_seed(3)
+    centres = torch.randn(6, 5, generator=gen) * 2
+    x = centres[torch.randint(0, 6, (70,), generator=gen)] + 0.5 * torch.randn(70, 5, generator=gen)
+    kwargs = dict(bandwidth=1.5, method="slq", probes=6, steps=8, seed=0)
+    got = pk.kernel_vendi(x.to(DEVICE), backend="triton", **kwargs)
+    want = pk.kernel_vendi(x, backend="reference", **kwargs)
+    assert got.method == "slq" and got.samples == want.samples
+    assert got.score == pytest.approx(want.score, rel=1e-9)
+    assert got.stderr == pytest.approx(want.stderr, rel=1e-6)
+
+
+def test_cuda_backend_is_refused_and_default_on_cuda_takes_triton(monkeypatch):
+    x = torch.randn(30, 4)
+    groups = torch.arange(30) % 3
+    with pytest.raises(pk.BackendUnavailableError, match="grouped_vendi has no 'cuda' kernel"):
+        pk.grouped_vendi(x, groups, backend="cuda")
+    with pytest.raises(pk.BackendUnavailableError, match="kernel_vendi has no 'cuda' kernel"):
+        pk.kernel_vendi(x, bandwidth=1.0, method="slq", backend="cuda")
+    # backend=None on a CUDA device with the CUDA library built resolves to "cuda": these ops then
+    # go to Triton (runnable here through the interpreter)
+    monkeypatch.setattr(_backends, "resolve", lambda backend, device: "cuda")
+    used = []
+    kernel = _backends.kernel
+    monkeypatch.setattr(_backends, "kernel", lambda op, name: used.append((op, name)) or kernel(op, name))
+    pk.grouped_vendi(x, groups, 2)
+    pk.kernel_vendi(x, bandwidth=1.0, method="slq", probes=2, steps=2)
+    assert set(used) == {("grouped_frobenius_sq", "triton"), ("rbf_matvec", "triton")}
