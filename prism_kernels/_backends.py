@@ -131,6 +131,19 @@ def resolve(backend: str | None, device: torch.device) -> str:
     return "reference"
 
 
+def resolve_without_cuda(caller: str, backend: str | None, device: torch.device) -> str:
+    """:func:`resolve` for the ops with no CUDA C++ kernel (``grouped_gram``, ``grouped_frobenius_sq``,
+    ``rbf_matvec``): an explicit ``"cuda"`` is an error naming ``caller``; where ``backend=None``
+    resolves to ``"cuda"``, Triton runs the op (the reference if Triton cannot)."""
+    if backend == "cuda":
+        raise BackendUnavailableError(f"{caller} has no 'cuda' kernel; use backend='triton' (CUDA tensors), "
+                                      f"'cpu' or 'reference'")
+    name = resolve(backend, device)
+    if name == "cuda":
+        return "triton" if _unavailable_reason("triton", device) is None else "reference"
+    return name
+
+
 def kernel(op: str, backend: str) -> Callable:
     """The implementation of low-level op ``op`` for a resolved ``backend``."""
     if backend == "reference":

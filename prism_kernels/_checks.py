@@ -21,6 +21,13 @@ def as_tensor(value, name: str) -> torch.Tensor:
         raise TypeError(f"{name} must be a torch tensor or numpy array, got {type(value).__name__}") from exc
 
 
+def describe(value) -> str:
+    """``dtype [shape]`` of a tensor, else the type's name: what an error message says was passed."""
+    if isinstance(value, torch.Tensor):
+        return f"{value.dtype} {list(value.shape)}"
+    return type(value).__name__
+
+
 def check_groups(groups, n: int, device: torch.device, num_groups: int | None) -> tuple[torch.Tensor, int]:
     """``groups`` [N] as contiguous int64 on ``device``, and the number of groups G.
 

@@ -143,7 +143,10 @@ def kernel_vendi(X, kernel: str = "rbf", bandwidth: float | None = None, method:
         seed: seeds the private generator of the probes / features (no global RNG is touched).
         probes, steps: SLQ probe vectors and Lanczos steps.
         features, draws: RFF features per draw and independent draws (>= 2 for an error bar).
-        backend: for the mat-vec: ``None``, ``"cpu"`` or ``"reference"``.
+        backend: ``None`` (the compiled CPU kernels for CPU tensors, Triton for CUDA tensors),
+            ``"cpu"``, ``"triton"`` or ``"reference"``: runs the SLQ mat-vec (op ``rbf_matvec``) and
+            the Gram accumulation of ``"rff"`` / ``"cosine"``. ``"cuda"`` raises
+            :class:`~prism_kernels.BackendUnavailableError` (``rbf_matvec`` has no CUDA C++ kernel).
 
     Returns:
         :class:`KernelVendi` ``(score, stderr, method, samples)``.
@@ -163,8 +166,11 @@ def kernel_vendi(X, kernel: str = "rbf", bandwidth: float | None = None, method:
     _check_int(steps, "steps", 1)
     _check_int(features, "features", 1)
     _check_int(draws, "draws", 1)
-    if backend not in (None, "cpu", "reference"):
-        raise ValueError(f"backend must be None, 'cpu' or 'reference' for kernel_vendi, got {backend!r}")
+    if backend is not None and backend not in _backends.BACKENDS:
+        raise ValueError(f"backend must be one of {_backends.BACKENDS} or None, got {backend!r}")
+    if backend == "cuda":
+        raise _backends.BackendUnavailableError("kernel_vendi has no 'cuda' kernel (rbf_matvec); use "
+                                                "backend='triton' (CUDA tensors), 'cpu' or 'reference'")
     if kernel == "cosine":
         if bandwidth is not None:
             raise ValueError("bandwidth applies to kernel='rbf' only; pass bandwidth=None for 'cosine'")
@@ -201,9 +207,7 @@ def kernel_vendi(X, kernel: str = "rbf", bandwidth: float | None = None, method:
         return KernelVendi(float(_entropy_score(lam, qf)), 0.0, "exact", 0)
 
     if method == "slq":
-        name = _backends.resolve(backend, x64.device)
-        if name != "cpu":
-            name = "reference"
+        name = _backends.resolve_without_cuda("kernel_vendi", backend, x64.device)
         op = _backends.kernel("rbf_matvec", name)
         xc = x64.contiguous()
         trace = _lanczos_quadrature(lambda v: op(xc, v, gamma) / n, n, probes, steps, gen, qf, x64.device)

@@ -297,8 +297,9 @@ def grouped_vendi(X, groups, q=1, *, normalize: bool = True, num_groups: int | N
         q: as in :func:`vendi_score`.
         normalize: L2-normalise rows first (an all-zero row then stays zero).
         num_groups: G (default ``groups.max() + 1``).
-        backend: ``None``, ``"cpu"`` or ``"reference"`` (no Triton / CUDA kernel yet: those
-            devices use the reference).
+        backend: ``None`` (the compiled CPU kernel for CPU tensors, Triton for CUDA tensors),
+            ``"cpu"``, ``"triton"`` or ``"reference"``; ``"cuda"`` raises
+            :class:`~prism_kernels.BackendUnavailableError` (no CUDA C++ kernel: Triton covers CUDA).
 
     Returns:
         ``[G]`` float64 scores; NaN for a group without rows.
@@ -326,12 +327,7 @@ def grouped_vendi(X, groups, q=1, *, normalize: bool = True, num_groups: int | N
     else:
         order = torch.argsort(g, stable=True)
     size = max(1, int(torch.clamp(counts, max=d).max())) if num_groups else 1
-    if backend in ("triton", "cuda"):
-        raise _backends.BackendUnavailableError(f"grouped_vendi has no {backend!r} kernel yet; use "
-                                                f"backend='cpu' or 'reference'")
-    name = _backends.resolve(backend, x.device)
-    if name != "cpu":
-        name = "reference"
+    name = _backends.resolve_without_cuda("grouped_vendi", backend, x.device)
     nz = counts.clamp_min(1).to(torch.float64)
     if qf == 2.0:  # 1 / ||S_g / n_g||_F^2: Frobenius norms of the per-group Grams, nothing padded
         fro = _backends.kernel("grouped_frobenius_sq", name)(x, order, offsets, normalize)  # [G]
