@@ -145,8 +145,9 @@ def kernel_vendi(X, kernel: str = "rbf", bandwidth: float | None = None, method:
         features, draws: RFF features per draw and independent draws (>= 2 for an error bar).
         backend: ``None`` (the compiled CPU kernels for CPU tensors, Triton for CUDA tensors),
             ``"cpu"``, ``"triton"`` or ``"reference"``: runs the SLQ mat-vec (op ``rbf_matvec``) and
-            the Gram accumulation of ``"rff"`` / ``"cosine"``. ``"cuda"`` raises
-            :class:`~prism_kernels.BackendUnavailableError` (``rbf_matvec`` has no CUDA C++ kernel).
+            the Gram accumulation of ``"rff"`` / ``"cosine"``. ``"cuda"`` runs that accumulation;
+            with ``method="slq"`` it raises :class:`~prism_kernels.BackendUnavailableError`
+            (``rbf_matvec`` has no CUDA C++ kernel: use ``"triton"``).
 
     Returns:
         :class:`KernelVendi` ``(score, stderr, method, samples)``.
@@ -168,9 +169,6 @@ def kernel_vendi(X, kernel: str = "rbf", bandwidth: float | None = None, method:
     _check_int(draws, "draws", 1)
     if backend is not None and backend not in _backends.BACKENDS:
         raise ValueError(f"backend must be one of {_backends.BACKENDS} or None, got {backend!r}")
-    if backend == "cuda":
-        raise _backends.BackendUnavailableError("kernel_vendi has no 'cuda' kernel (rbf_matvec); use "
-                                                "backend='triton' (CUDA tensors), 'cpu' or 'reference'")
     if kernel == "cosine":
         if bandwidth is not None:
             raise ValueError("bandwidth applies to kernel='rbf' only; pass bandwidth=None for 'cosine'")
