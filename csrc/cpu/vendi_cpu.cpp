@@ -75,6 +75,12 @@ std::vector<TileItem> lower_tiles(int64_t d) {
   return items;
 }
 
+// Fetches `bytes` bytes at p into L1: the next row of a loop whose rows the hardware prefetcher
+// cannot see coming (a new page every row, or gathered rows).
+inline void prefetch_row(const void* p, int64_t bytes) {
+  for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(static_cast<const char*>(p) + b, 0, 3);
+}
+
 struct BadRow {
   int64_t row = std::numeric_limits<int64_t>::max();
   int32_t status = vendi::kOk;
@@ -251,10 +257,7 @@ template <typename T, typename Y>
     const T* row = x + r * row_stride;
     // the hardware prefetcher stops at page ends, i.e. at every row for d = 1024 float32: fetch the
     // next row while this one is scaled
-    if (r + 1 < r1) {
-      const char* next = reinterpret_cast<const char*>(row + row_stride);
-      for (int64_t b = 0; b < d * static_cast<int64_t>(sizeof(T)); b += 64) __builtin_prefetch(next + b, 0, 3);
-    }
+    if (r + 1 < r1) prefetch_row(row + row_stride, d * static_cast<int64_t>(sizeof(T)));
     double s = 1.0;
     const int32_t st = vendi::row_scale<T>(row, d, weights ? weights[r] : 1.0, normalize, &s);
     if (st != vendi::kOk) return BadRow{r, st};
@@ -390,24 +393,23 @@ at::Tensor gram_accumulate_cpu(at::Tensor& gram, const at::Tensor& x, const std:
   status[0] = -1;
   status[1] = 0;
   if (n == 0 || d == 0) return status;
-  BadRow bad;
-  at::Tensor acc;
+  const bool simd = cpu::gram_avx512_enabled();
   int64_t lda = d;
-  if (cpu::gram_avx512_enabled()) {
+  if (simd) {
     // padded rows: a tile's rows of the accumulator must not share cache sets (d = 1024: 8 KiB apart)
     lda = (d + 7) / 8 * 8;
     if (lda % 512 == 0) lda += 8;
-    acc = at::zeros({d, lda}, gram.options());
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "gram_accumulate_cpu", [&] {
-      bad = exact ? accumulate_avx512<scalar_t, double>(xs, wp, normalize, acc.data_ptr<double>(), lda)
-                  : accumulate_avx512<scalar_t, float>(xs, wp, normalize, acc.data_ptr<double>(), lda);
-    });
-  } else {
-    acc = at::zeros({d, d}, gram.options());
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "gram_accumulate_cpu", [&] {
-      bad = accumulate_impl<scalar_t>(xs, wp, normalize, exact, acc);
-    });
   }
+  at::Tensor acc = at::zeros({d, lda}, gram.options());
+  BadRow bad;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "gram_accumulate_cpu", [&] {
+    if (!simd)
+      bad = accumulate_impl<scalar_t>(xs, wp, normalize, exact, acc);
+    else if (exact)
+      bad = accumulate_avx512<scalar_t, double>(xs, wp, normalize, acc.data_ptr<double>(), lda);
+    else
+      bad = accumulate_avx512<scalar_t, float>(xs, wp, normalize, acc.data_ptr<double>(), lda);
+  });
   if (bad.status != vendi::kOk) {
     status[0] = bad.row;
     status[1] = bad.status;
@@ -457,10 +459,7 @@ void for_each_group_gram(const at::Tensor& x, const at::Tensor& order, const at:
       rows.resize(k * d);
       for (int64_t a = 0; a < k; ++a) {
         const double* src = xp + op[fp[g] + a] * d;
-        if (a + 1 < k) {  // gathered rows: the next one's address is known, the prefetcher's is not
-          const char* next = reinterpret_cast<const char*>(xp + op[fp[g] + a + 1] * d);
-          for (int64_t b = 0; b < d * 8; b += 64) __builtin_prefetch(next + b, 0, 3);
-        }
+        if (a + 1 < k) prefetch_row(xp + op[fp[g] + a + 1] * d, d * 8);  // gathered: unseen by the prefetcher
         double s = 1.0;
         if (normalize) {
           const double sq = vendi::dot(src, src, d);

@@ -20,23 +20,17 @@ import torch
 import triton
 import triton.language as tl
 
-from .grouped_gram import BLOCK_K, BLOCK_T, _gram_tile, check_grouped_args, lower_tile_pairs, row_scales
+from .grouped_gram import (BLOCK_K, BLOCK_T, _gram_tile, _program_tile, check_grouped_args, lower_tile_pairs,
+                           row_scales)
 
 
 @triton.jit
 def _grouped_frobenius_kernel(x_ptr, order_ptr, offsets_ptr, scale_ptr, tile_i_ptr, tile_j_ptr, partial_ptr,
                               d, pairs, stride_r, stride_c, NORMALIZE: tl.constexpr, BLOCK_T: tl.constexpr,
                               BLOCK_K: tl.constexpr):
-    g = tl.program_id(0).to(tl.int64) // pairs
-    pair = tl.program_id(0) % pairs
-    start = tl.load(offsets_ptr + g)
-    n_g = tl.load(offsets_ptr + g + 1) - start
-    ti = tl.load(tile_i_ptr + pair).to(tl.int64)
-    if ti * BLOCK_T >= tl.minimum(n_g, d):  # the tile is all padding: its partial stays 0
+    g, pair, start, n_g, m, ti, tj, ii, jj = _program_tile(offsets_ptr, tile_i_ptr, tile_j_ptr, d, pairs, BLOCK_T)
+    if ti * BLOCK_T >= m:  # the tile is all padding: its partial stays 0
         return
-    tj = tl.load(tile_j_ptr + pair).to(tl.int64)
-    ii = ti * BLOCK_T + tl.arange(0, BLOCK_T)
-    jj = tj * BLOCK_T + tl.arange(0, BLOCK_T)
     acc = _gram_tile(x_ptr, order_ptr, scale_ptr, start, n_g, d, ii, jj, stride_r, stride_c,
                      NORMALIZE, BLOCK_T, BLOCK_K)
     weight = tl.where(ti == tj, 1.0, 2.0)

@@ -102,22 +102,30 @@ def _gram_tile(x_ptr, order_ptr, scale_ptr, start, n_g, d, ii, jj, stride_r, str
 
 
 @triton.jit
-def _grouped_gram_kernel(x_ptr, order_ptr, offsets_ptr, scale_ptr, tile_i_ptr, tile_j_ptr, out_ptr,
-                         d, size, pairs, stride_r, stride_c, NORMALIZE: tl.constexpr, BLOCK_T: tl.constexpr,
-                         BLOCK_K: tl.constexpr):
+def _program_tile(offsets_ptr, tile_i_ptr, tile_j_ptr, d, pairs, BLOCK_T: tl.constexpr):
+    """This program's group g (rows from ``start``, ``n_g`` of them, Gram side ``m = min(n_g, d)``)
+    and tile pair ``(ti, tj)`` with its output indices ``ii``, ``jj``; the tile is all padding
+    when ``ti * BLOCK_T >= m`` (tile J <= I starts inside whenever I does)."""
     g = tl.program_id(0).to(tl.int64) // pairs
     pair = tl.program_id(0) % pairs
     start = tl.load(offsets_ptr + g)
     n_g = tl.load(offsets_ptr + g + 1) - start
     ti = tl.load(tile_i_ptr + pair).to(tl.int64)
-    if ti * BLOCK_T >= tl.minimum(n_g, d):  # tile J <= I starts inside whenever I does
-        return
     tj = tl.load(tile_j_ptr + pair).to(tl.int64)
     ii = ti * BLOCK_T + tl.arange(0, BLOCK_T)
     jj = tj * BLOCK_T + tl.arange(0, BLOCK_T)
+    return g, pair, start, n_g, tl.minimum(n_g, d), ti, tj, ii, jj
+
+
+@triton.jit
+def _grouped_gram_kernel(x_ptr, order_ptr, offsets_ptr, scale_ptr, tile_i_ptr, tile_j_ptr, out_ptr,
+                         d, size, pairs, stride_r, stride_c, NORMALIZE: tl.constexpr, BLOCK_T: tl.constexpr,
+                         BLOCK_K: tl.constexpr):
+    g, pair, start, n_g, m, ti, tj, ii, jj = _program_tile(offsets_ptr, tile_i_ptr, tile_j_ptr, d, pairs, BLOCK_T)
+    if ti * BLOCK_T >= m:
+        return
     acc = _gram_tile(x_ptr, order_ptr, scale_ptr, start, n_g, d, ii, jj, stride_r, stride_c,
                      NORMALIZE, BLOCK_T, BLOCK_K)
-    m = tl.minimum(n_g, d)
     inside = (ii[:, None] < m) & (jj[None, :] < m)
     slot = out_ptr + g * size * size
     tl.store(slot + ii[:, None] * size + jj[None, :], acc, mask=inside)

@@ -17,34 +17,34 @@ namespace vendi {
 // Second entry of gram_accumulate's status output.
 enum Status : int32_t { kOk = 0, kNonFinite = 1, kZeroNorm = 2 };
 
+// Dot product in double (any input type) with eight independent partial sums, so the loop
+// vectorises without -ffast-math.
+template <typename T>
+PRISM_HOST_DEVICE PRISM_INLINE double dot(const T* u, const T* v, int64_t d) {
+  double p[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+  int64_t k = 0;
+  for (; k + 8 <= d; k += 8)
+    for (int l = 0; l < 8; ++l) p[l] += static_cast<double>(u[k + l]) * static_cast<double>(v[k + l]);
+  for (; k < d; ++k) p[0] += static_cast<double>(u[k]) * static_cast<double>(v[k]);
+  return ((p[0] + p[4]) + (p[1] + p[5])) + ((p[2] + p[6]) + (p[3] + p[7]));
+}
+
 // Scale s of one row so that y = s * x: sqrt(w) / ||x|| (normalize) or sqrt(w).
 // The sum of squares is taken in double, so float32 / half rows cannot overflow it; a float64 row
 // whose squares overflow is rescaled by its largest magnitude first. Returns a Status.
 template <typename T>
 PRISM_HOST_DEVICE PRISM_INLINE int32_t row_scale(const T* row, int64_t d, double weight, bool normalize,
                                                  double* scale) {
-  // eight independent partial sums, so that the loop vectorises without -ffast-math
-  double part[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
-  int64_t k = 0;
-  for (; k + 8 <= d; k += 8)
-    for (int l = 0; l < 8; ++l) {
-      const double v = static_cast<double>(row[k + l]);
-      part[l] += v * v;
-    }
-  for (; k < d; ++k) {
-    const double v = static_cast<double>(row[k]);
-    part[0] += v * v;
-  }
-  const double sq = ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
+  const double sq = dot(row, row, d);
   if (!(sq <= 1.7976931348623157e308)) {  // NaN or +inf: a non-finite value, or overflow
     double big = 0.0;
-    for (k = 0; k < d; ++k) {
+    for (int64_t k = 0; k < d; ++k) {
       const double v = static_cast<double>(row[k]);
       if (!(v - v == 0.0)) return kNonFinite;  // NaN or +-inf
       big = fabs(v) > big ? fabs(v) : big;
     }
     double scaled = 0.0;
-    for (k = 0; k < d; ++k) {
+    for (int64_t k = 0; k < d; ++k) {
       const double v = static_cast<double>(row[k]) / big;
       scaled += v * v;
     }
@@ -85,16 +85,6 @@ PRISM_HOST_DEVICE PRISM_INLINE void add_f32_tile(double* acc, int64_t ld_acc, co
     const float* prow = prod + i * ld_prod;
     for (int64_t j = 0; j < tj; ++j) arow[j] += static_cast<double>(prow[j]);
   }
-}
-
-// Dot product with eight independent partial sums (so the loop vectorises without -ffast-math).
-PRISM_HOST_DEVICE PRISM_INLINE double dot(const double* u, const double* v, int64_t d) {
-  double p[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
-  int64_t k = 0;
-  for (; k + 8 <= d; k += 8)
-    for (int l = 0; l < 8; ++l) p[l] += u[k + l] * v[k + l];
-  for (; k < d; ++k) p[0] += u[k] * v[k];
-  return ((p[0] + p[4]) + (p[1] + p[5])) + ((p[2] + p[6]) + (p[3] + p[7]));
 }
 
 // Gram of one group's n rows y [n, d] (row stride d), full symmetric, into `out` (row stride ld):
