@@ -335,7 +335,34 @@ def test_local_generator_applies_the_chat_template(tiny_lm):
     expected = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
     expected = expected["input_ids"] if isinstance(expected, dict) or hasattr(expected, "keys") else expected
     assert g.prompt_tokens == len(expected)
-    assert g.completion_tokens == 6 and g.finish_reason == "length" or g.finish_reason == "stop"
+    assert (g.finish_reason, g.completion_tokens) == ("length", 6) or (
+        g.finish_reason == "stop" and g.completion_tokens <= 6)
+
+
+def test_local_generator_without_a_chat_template(tiny_lm, tmp_path):
+    import transformers
+    path, model, tok = tiny_lm
+    plain = transformers.AutoTokenizer.from_pretrained(path)
+    plain.chat_template = None
+    gen = LocalGenerator(model, tokenizer=plain, model_id="tiny-plain")
+    [g] = gen.generate([GenerationRequest([{"role": "system", "content": "S"}, {"role": "user", "content": "U"}],
+                                          temperature=0, max_tokens=4)])
+    assert g.prompt_tokens == len(plain("S\n\nU\n", add_special_tokens=False)["input_ids"])
+    with pytest.raises(ValueError, match="model_id"):
+        LocalGenerator(transformers.AutoModelForCausalLM.from_config(model.config.__class__(
+            vocab_size=8, hidden_size=8, intermediate_size=8, num_hidden_layers=1, num_attention_heads=1,
+            num_key_value_heads=1)), tokenizer=plain)
+
+
+def test_generate_inside_a_running_event_loop(server):
+    import asyncio
+
+    async def main():
+        gen = OpenAIGenerator(server.url, server.model_name)
+        sync = gen.generate([req("in loop")])          # runs its own loop in a worker thread
+        native = await gen.agenerate([req("awaited")])
+        return sync[0].text, native[0].text
+    assert asyncio.run(main()) == ("echo: in loop", "echo: awaited")
 
 
 def test_callable_generator_caches(tmp_path):

@@ -195,16 +195,16 @@ class Generator:
         out: list[Generation | None] = [None] * len(requests)
         hits = self.cache.get_many(keys) if self.cache is not None else {}
         # One call per distinct key: identical requests in one batch share their generation.
-        first: dict[str, int] = {}
+        positions: dict[str, list[int]] = {}
         for i, key in enumerate(keys):
             if key in hits:
                 h = hits[key]
                 out[i] = Generation(h["text"], h["finish_reason"], True, h["prompt_tokens"],
                                     h["completion_tokens"], h["latency_s"], 0)
             else:
-                first.setdefault(key, i)
-        todo = list(first.values())
-        done = len(requests) - sum(1 for k in keys if k in first)
+                positions.setdefault(key, []).append(i)
+        todo = [p[0] for p in positions.values()]
+        done = len(requests) - sum(len(p) for p in positions.values())
         total = len(requests)
         if progress is not None and done:
             progress(done, total)
@@ -214,10 +214,9 @@ class Generator:
             i = todo[pos]
             if self.cache is not None:
                 self.cache.put(keys[i], self.model_id, requests[i].canonical(self.model_id), gen._cache_value())
-            for j, key in enumerate(keys):
-                if key == keys[i]:
-                    out[j] = gen
-                    done += 1
+            for j in positions[keys[i]]:
+                out[j] = gen
+            done += len(positions[keys[i]])
             if progress is not None:
                 progress(done, total)
 
