@@ -107,6 +107,7 @@ def test_retries_after_429_and_5xx(server):
     [g] = gen.generate([req("retry me")])
     assert g.text == "echo: retry me" and g.attempts == 4
     assert server.attempts == 4 and server.completed == 1
+    assert gen.stats == {"requests": 1, "cached": 0, "generated": 1, "retries": 3}
 
 
 def test_malformed_json_is_retried_then_reported(server):
@@ -157,7 +158,7 @@ def test_server_down_is_an_error_naming_the_url():
     t0 = time.perf_counter()
     with pytest.raises(GeneratorError) as exc:
         OpenAIGenerator(url, "m", max_retries=3, **FAST).generate([req("anyone?")])
-    assert url in str(exc.value) and "failed 4 times" in str(exc.value)
+    assert url in str(exc.value) and "failed 4 times" in str(exc.value) and "cannot connect" in str(exc.value)
     assert time.perf_counter() - t0 < 5
 
 
@@ -213,8 +214,9 @@ def test_cache_hit_makes_no_request(server, tmp_path):
     requests = [req(f"q{i}", temperature=0.7, seed=3) for i in range(5)]
     first = OpenAIGenerator(server.url, server.model_name, cache=cache).generate(requests)
     assert server.attempts == 5 and not any(g.cached for g in first)
-    again = OpenAIGenerator(server.url, server.model_name, cache=cache).generate(requests)
-    assert server.attempts == 5 and all(g.cached for g in again)
+    gen = OpenAIGenerator(server.url, server.model_name, cache=cache)
+    again = gen.generate(requests)
+    assert server.attempts == 5 and all(g.cached for g in again) and gen.stats["cached"] == 5
     assert [g.text for g in again] == [g.text for g in first]
     # Another sample of the same prompt, or other sampling parameters, is another request.
     OpenAIGenerator(server.url, server.model_name, cache=cache).generate(

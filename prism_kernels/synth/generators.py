@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import random
 import time
@@ -32,6 +33,7 @@ __all__ = ["GenerationRequest", "Generation", "Generator", "GeneratorError", "Op
            "LocalGenerator", "CallableGenerator", "RequestCache", "generator_from_cli", "derive_seed"]
 
 ProgressFn = Callable[[int, int], None]
+log = logging.getLogger("prism_kernels.synth")
 
 
 def _data_error():
@@ -174,6 +176,9 @@ class Generator:
     def __init__(self, model_id: str, cache: RequestCache | str | os.PathLike | None = None):
         self.model_id = model_id
         self.cache = cache if isinstance(cache, RequestCache) or cache is None else RequestCache(cache)
+        # Counts over this generator's life, for the loops' logs: requests asked for, answered from the
+        # cache, generated, and (HTTP) retries.
+        self.stats = {"requests": 0, "cached": 0, "generated": 0, "retries": 0}
 
     def generate(self, requests: Sequence[GenerationRequest], progress: ProgressFn | None = None
                  ) -> list[Generation]:
@@ -205,6 +210,8 @@ class Generator:
                 positions.setdefault(key, []).append(i)
         todo = [p[0] for p in positions.values()]
         done = len(requests) - sum(len(p) for p in positions.values())
+        self.stats["requests"] += len(requests)
+        self.stats["cached"] += done
         total = len(requests)
         if progress is not None and done:
             progress(done, total)
@@ -217,6 +224,7 @@ class Generator:
             for j in positions[keys[i]]:
                 out[j] = gen
             done += len(positions[keys[i]])
+            self.stats["generated"] += 1
             if progress is not None:
                 progress(done, total)
 
@@ -342,10 +350,15 @@ class OpenAIGenerator(Generator):
             response = await asyncio.wait_for(client.post(self.url, json=body), self.timeout)
         except (asyncio.TimeoutError, httpx.TimeoutException):
             raise _Retryable(f"timed out after {self.timeout:g} s") from None
-        except httpx.TransportError as exc:  # connection refused/reset, DNS, protocol errors
+        except httpx.ConnectError as exc:
+            raise _Retryable(f"cannot connect ({exc or type(exc).__name__}; is the server running?)") from None
+        except (httpx.TransportError, httpx.DecodingError) as exc:  # refused/reset connections, DNS, protocol
             raise _Retryable(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from None
         latency = time.perf_counter() - t0
         status = response.status_code
+        if 300 <= status < 400:
+            raise GeneratorError(f"generator {self.url} redirects (HTTP {status}) to "
+                                 f"{response.headers.get('location', '?')}; give that base URL instead")
         if status == 429 or status in (408, 409) or status >= 500:
             raise _Retryable(f"HTTP {status}: {_server_message(response)}", _retry_after(response))
         if status >= 400:
@@ -378,11 +391,18 @@ class OpenAIGenerator(Generator):
                     gen = await self._attempt(client, body)
                 except _Retryable as exc:
                     last, retry_after = str(exc), exc.retry_after
+                    if attempt < self.max_retries:
+                        self.stats["retries"] += 1
+                        # The first retry of a generator is a warning (a user waiting sees why); the rest debug.
+                        level = logging.WARNING if self.stats["retries"] == 1 else logging.DEBUG
+                        log.log(level, "generator %s: %s; retrying (attempt %d of %d)", self.url, last,
+                                attempt + 2, self.max_retries + 1)
                     continue
             return Generation(gen.text, gen.finish_reason, False, gen.prompt_tokens, gen.completion_tokens,
                               gen.latency_s, attempt + 1)
+        resume = " Finished requests are cached: rerun to resume." if self.cache is not None else ""
         raise GeneratorError(f"generator {self.url} failed {self.max_retries + 1} times (model {self.model!r}); "
-                             f"last error: {last}. Finished requests are cached: rerun to resume")
+                             f"last error: {last}.{resume}")
 
     async def _agenerate_missing(self, requests, on_done):
         import httpx
