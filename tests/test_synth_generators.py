@@ -123,9 +123,9 @@ def test_malformed_json_is_retried_then_reported(server):
 def test_timeouts_are_retried(server):
     server.inject(("delay", 5.0))
     t0 = time.perf_counter()
-    [g] = OpenAIGenerator(server.url, server.model_name, timeout=0.3, **FAST).generate([req("slow")])
+    [g] = OpenAIGenerator(server.url, server.model_name, timeout=1.0, **FAST).generate([req("slow")])
     assert g.text == "echo: slow" and g.attempts == 2 and server.attempts == 2
-    assert time.perf_counter() - t0 < 3.0
+    assert time.perf_counter() - t0 < 4.5
 
 
 def test_4xx_is_a_clear_error_without_retries(server, monkeypatch):

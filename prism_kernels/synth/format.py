@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping
 
 __all__ = ["Example", "format_examples", "parse_examples", "SEPARATOR"]
 
