@@ -330,6 +330,32 @@ def test_local_generator_is_deterministic_per_seed_and_batch_independent(tiny_lm
     assert [g.text for g in gens] == [g.text for g in a]
 
 
+def test_row_sampler_draws_from_the_tempered_nucleus():
+    """The per-row sampler against numpy: 6000 rows (one seed each) over fixed logits; token frequencies
+    match softmax(logits / T) restricted to the top-p nucleus and renormalised (within 5 sigma)."""
+    import numpy as np
+    import torch
+    from prism_kernels.synth.generators import _RowSampler
+
+    logits = np.array([2.0, 1.5, 0.3, -1.0, 0.9, -3.0])
+    n = 6000
+    for temperature, top_p in ((0.7, 1.0), (1.3, 0.8)):
+        requests = [req("x", temperature=temperature, top_p=top_p, seed=i) for i in range(n)]
+        scores = torch.tensor(logits, dtype=torch.float32).repeat(n, 1)
+        out = _RowSampler(requests, "cpu")(None, scores)
+        assert torch.isfinite(out).sum(1).eq(1).all()
+        counts = np.bincount(out.argmax(1).numpy(), minlength=len(logits))
+        p = np.exp(logits / temperature)
+        p /= p.sum()
+        order = np.argsort(-p)
+        keep = np.zeros_like(p, dtype=bool)
+        keep[order[: np.searchsorted(np.cumsum(p[order]), top_p) + 1]] = True
+        expected = np.where(keep, p, 0) / p[keep].sum()
+        assert (counts[~keep] == 0).all()
+        sigma = np.sqrt(n * expected * (1 - expected)) + 1e-9
+        assert (np.abs(counts - n * expected) <= 5 * sigma).all(), (counts, n * expected)
+
+
 def test_local_generator_applies_the_chat_template(tiny_lm):
     path, model, tok = tiny_lm
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Tom has 3 apples."}]

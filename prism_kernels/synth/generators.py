@@ -450,14 +450,20 @@ def _fingerprint(path: Path) -> str:
 
 
 class _RowSampler:
-    """A transformers logits processor that picks each row's next token with that row's own torch.Generator
-    (temperature, then top-p), and leaves only that token finite, so greedy search takes it. Each request's
-    tokens thus depend on its own seed only, not on the other rows of the batch."""
+    """A transformers logits processor that picks each row's next token (temperature, then top-p, inverse-CDF
+    sampling) with a uniform drawn from that row's own CPU torch.Generator, and leaves only that token finite,
+    so greedy search takes it. Each request's tokens thus depend on its own seed only, not on the other rows
+    of the batch. The arithmetic is batched on the model's device; only the [batch] uniforms come from the
+    CPU generators."""
 
-    def __init__(self, requests: list[GenerationRequest]):
+    def __init__(self, requests: list[GenerationRequest], device):
         import torch
-        self.temps = [r.temperature for r in requests]
-        self.top_ps = [r.top_p for r in requests]
+        self.temps = torch.tensor([r.temperature for r in requests], dtype=torch.float32, device=device)
+        # top_p >= 1 keeps every token (no sort, and no rounding of the cumulative sum can drop the tail).
+        self.top_ps = torch.tensor([r.top_p if r.top_p < 1 else float("inf") for r in requests],
+                                   dtype=torch.float32, device=device)
+        self.sampled = torch.nonzero(self.temps > 0).squeeze(1)
+        self.nucleus = bool((self.top_ps[self.sampled] < float("inf")).any()) if len(self.sampled) else False
         self.gens = []
         for r in requests:
             g = torch.Generator(device="cpu")
@@ -466,24 +472,23 @@ class _RowSampler:
 
     def __call__(self, input_ids, scores):
         import torch
-        chosen = torch.empty(scores.shape[0], dtype=torch.long)
-        logits = scores.detach().to("cpu", torch.float64)
-        for b in range(scores.shape[0]):
-            row = logits[b]
-            if self.temps[b] == 0:
-                chosen[b] = int(torch.argmax(row))
-                continue
-            probs = torch.softmax(row / self.temps[b], dim=-1)
-            p, idx = torch.sort(probs, descending=True, stable=True)
-            cum = torch.cumsum(p, 0)
-            if self.top_ps[b] < 1:
-                keep = int(torch.searchsorted(cum, torch.tensor([self.top_ps[b]], dtype=cum.dtype))) + 1
-                p, idx, cum = p[:keep], idx[:keep], torch.cumsum(p[:keep], 0)
-            u = torch.rand((), generator=self.gens[b], dtype=torch.float64) * cum[-1]
-            j = min(int(torch.searchsorted(cum, u.reshape(1), right=True)), len(idx) - 1)
-            chosen[b] = idx[j]
+        # One uniform per row and step, greedy rows too: each row's stream advances the same way in any batch.
+        u = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in self.gens])
+        chosen = scores.argmax(-1)
+        rows = self.sampled
+        if len(rows):
+            probs = torch.softmax(scores[rows].float() / self.temps[rows, None], dim=-1)
+            idx = None
+            if self.nucleus:
+                probs, idx = torch.sort(probs, dim=-1, descending=True, stable=True)
+                # Keep the smallest prefix whose mass reaches top_p: token i stays if the mass before it < top_p.
+                probs = probs * ((torch.cumsum(probs, -1) - probs) < self.top_ps[rows, None])
+            cum = torch.cumsum(probs, -1)
+            target = u.to(cum.device, cum.dtype)[rows] * cum[:, -1]
+            j = torch.searchsorted(cum, target[:, None], right=True).clamp_max(cum.shape[-1] - 1)
+            chosen[rows] = (idx.gather(1, j) if idx is not None else j).squeeze(1)
         out = torch.full_like(scores, float("-inf"))
-        out[torch.arange(scores.shape[0], device=scores.device), chosen.to(scores.device)] = 0.0
+        out.scatter_(1, chosen[:, None], 0.0)
         return out
 
 
@@ -594,9 +599,10 @@ class LocalGenerator(Generator):
         config = transformers.GenerationConfig(max_new_tokens=max_new, do_sample=False, num_beams=1,
                                                eos_token_id=sorted(self._eos), pad_token_id=tok.pad_token_id)
         t0 = time.perf_counter()
+        sampler = transformers.LogitsProcessorList([_RowSampler(requests, ids.device)])
         with torch.no_grad():
             seqs = model.generate(input_ids=ids, attention_mask=mask, generation_config=config,
-                                  logits_processor=transformers.LogitsProcessorList([_RowSampler(requests)]))
+                                  logits_processor=sampler)
         latency = (time.perf_counter() - t0) / len(requests)
         out = []
         for b, r in enumerate(requests):
