@@ -497,7 +497,7 @@ class LocalGenerator(Generator):
 
     path_or_model: a model directory or hub id (read from the local cache), or a loaded causal LM (then
     `tokenizer` is required). tokenizer: a tokenizer or its path (default: the model's). batch_size: prompts
-    per `generate` call (sorted by length to limit padding). device: "cpu", "cuda", "cuda:1", ... dtype:
+    per `generate` call (sorted by length to limit padding). device: "cpu", "cuda", "cuda:1", "auto", ... dtype:
     "auto" (the checkpoint's) or a torch dtype name. model_id: the name in cache keys (default "local:" +
     the resolved path + a fingerprint of its weight files). cache: a `RequestCache` or a path.
 
@@ -538,6 +538,9 @@ class LocalGenerator(Generator):
             default_id = f"local:{self.path}"
         super().__init__(model_id or default_id, cache)
         self.batch_size = int(batch_size)
+        if device == "auto":
+            import torch
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = device
         self.dtype = dtype
         self.trust_remote_code = trust_remote_code
