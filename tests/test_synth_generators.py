@@ -140,6 +140,22 @@ def test_4xx_is_a_clear_error_without_retries(server, monkeypatch):
         OpenAIGenerator(server.url, "no-such-model", **FAST).generate([req("x")])
 
 
+def test_rejected_requests_can_be_skipped(server, tmp_path):
+    server.inject(("status", 400, "prompt too long"), match="long", times=None)
+    gen = OpenAIGenerator(server.url, server.model_name, on_rejected="skip", cache=tmp_path / "r.sqlite", **FAST)
+    gens = gen.generate([req("short"), req("long prompt"), req("short 2")])
+    assert [(g.text, g.finish_reason) for g in gens] == [("echo: short", "stop"), ("", "rejected"),
+                                                         ("echo: short 2", "stop")]
+    assert server.log.count("long prompt") == 1  # not retried
+    gen.generate([req("long prompt")])
+    assert server.log.count("long prompt") == 1  # cached: a resumed run does not ask again
+    # A configuration error is never skipped.
+    with pytest.raises(GeneratorError, match="404"):
+        OpenAIGenerator(server.url, "wrong-model", on_rejected="skip", **FAST).generate([req("short")])
+    # Other sampling fields are other cache keys.
+    assert OpenAIGenerator(server.url, "m", extra_body={"top_k": 5}).model_id != OpenAIGenerator(server.url, "m").model_id
+
+
 def test_api_key_from_the_environment(monkeypatch):
     with OpenAIServer(api_key="sk-right") as s:
         monkeypatch.setenv("PRISM_TEST_KEY", "sk-wrong")

@@ -297,14 +297,20 @@ class OpenAIGenerator(Generator):
     max_retries: retries after the first attempt on 429, 5xx, timeouts, connection errors and malformed
     bodies, with exponential backoff and full jitter: sleep ~ U(0, min(backoff_max, backoff_base * 2**i)),
     at least the server's Retry-After. 4xx other than 408/409/429 fail at once. cache: a `RequestCache`
-    or a path to one. extra_body: more JSON fields sent with every request (e.g. {"top_k": 20} for vLLM).
+    or a path to one. extra_body: more JSON fields sent with every request (e.g. {"top_k": 20} for vLLM;
+    part of the cache key). on_rejected: what a request the server refuses for its content (HTTP 400, 413,
+    422, e.g. a prompt over the context length) does: "raise" a `GeneratorError` (default), or "skip": it
+    becomes an empty generation with finish_reason "rejected" (cached, so a resumed run does not retry it).
+    Other 4xx (401, 403, 404: key, permission, URL or model name wrong) always raise.
     """
 
     def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", concurrency: int = 8,
                  timeout: float = 60.0, max_retries: int = 6, backoff_base: float = 0.5,
                  backoff_max: float = 30.0, cache: RequestCache | str | os.PathLike | None = None,
-                 extra_body: Mapping[str, Any] | None = None):
+                 extra_body: Mapping[str, Any] | None = None, on_rejected: str = "raise"):
         err = _data_error()
+        if on_rejected not in ("raise", "skip"):
+            raise err(f"generator on_rejected must be 'raise' or 'skip', got {on_rejected!r}")
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
             raise err(f"generator URL must start with http:// or https://, got {base_url!r}")
         if not model:
@@ -315,7 +321,10 @@ class OpenAIGenerator(Generator):
             raise err(f"generator timeout must be > 0 seconds, got {timeout}")
         if max_retries < 0:
             raise err(f"generator max_retries must be >= 0, got {max_retries}")
-        super().__init__(model, cache)
+        extra = dict(extra_body or {})
+        # Extra sampling fields change the outputs: they are part of the model id in cache keys.
+        super().__init__(model + (json.dumps(extra, sort_keys=True) if extra else ""), cache)
+        self.on_rejected = on_rejected
         self.base_url = base_url.rstrip("/")
         self.url = self.base_url + "/chat/completions"
         self.model = model
@@ -325,7 +334,7 @@ class OpenAIGenerator(Generator):
         self.max_retries = int(max_retries)
         self.backoff_base = float(backoff_base)
         self.backoff_max = float(backoff_max)
-        self.extra_body = dict(extra_body or {})
+        self.extra_body = extra
         self._rng = random.Random()  # jitter only; never affects results
 
     def __repr__(self) -> str:
@@ -361,6 +370,9 @@ class OpenAIGenerator(Generator):
                                  f"{response.headers.get('location', '?')}; give that base URL instead")
         if status == 429 or status in (408, 409) or status >= 500:
             raise _Retryable(f"HTTP {status}: {_server_message(response)}", _retry_after(response))
+        if status in (400, 413, 422) and self.on_rejected == "skip":
+            log.info("generator %s rejected a request: HTTP %d: %s", self.url, status, _server_message(response))
+            return Generation("", "rejected", False, None, None, latency)
         if status >= 400:
             hint = " (is the base URL right? it usually ends in /v1)" if status == 404 else ""
             raise GeneratorError(f"generator {self.url} rejected the request (model {self.model!r}): "
@@ -670,12 +682,15 @@ class CallableGenerator(Generator):
 def generator_from_cli(generator: str, generator_model: str | None = None,
                        cache_path: str | os.PathLike | None = None, *, concurrency: int = 8,
                        timeout: float = 60.0, max_retries: int = 6, batch_size: int = 8,
-                       device: str = "cpu", api_key_env: str = "OPENAI_API_KEY") -> Generator:
+                       device: str = "cpu", api_key_env: str = "OPENAI_API_KEY", on_rejected: str = "raise"
+                       ) -> Generator:
     """The generator the command line names.
 
     generator: "http(s)://HOST[:PORT]/v1" (an OpenAI-compatible server; the model from `generator_model`,
     the key from $OPENAI_API_KEY) or "local:PATH" (a local causal LM directory or cached hub id).
-    cache_path: the SQLite request cache (None: no cache). Bad values raise DataError naming the option.
+    cache_path: the SQLite request cache (None: no cache). The keyword options go to `OpenAIGenerator`
+    (concurrency, timeout, max_retries, api_key_env, on_rejected) or `LocalGenerator` (batch_size, device).
+    Bad values raise DataError naming the option.
     """
     err = _data_error()
     if not isinstance(generator, str) or not generator.strip():
@@ -686,7 +701,7 @@ def generator_from_cli(generator: str, generator_model: str | None = None,
         if not generator_model:
             raise err(f"--generator {generator} needs --generator-model NAME (the model the server serves)")
         return OpenAIGenerator(generator, generator_model, api_key_env=api_key_env, concurrency=concurrency,
-                               timeout=timeout, max_retries=max_retries, cache=cache)
+                               timeout=timeout, max_retries=max_retries, cache=cache, on_rejected=on_rejected)
     if generator.startswith("local:"):
         path = generator[len("local:"):]
         if not path:
