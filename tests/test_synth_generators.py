@@ -66,6 +66,18 @@ def server():
 # ------------------------------------------------------------------------------------------ requests
 
 
+def test_importing_synth_stays_light():
+    # Under an empty parent package (no kernels, no torch), importing the synth package and its generator
+    # and format modules must not import the HTTP client or transformers.
+    code = ("import sys, types; pkg = types.ModuleType('prism_kernels'); pkg.__path__ = [sys.argv[1]]; "
+            "sys.modules['prism_kernels'] = pkg; import prism_kernels.synth, prism_kernels.synth.generators; "
+            "print(sorted(m for m in ('httpx', 'openai', 'transformers', 'torch', 'sqlite3') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(REPO / "prism_kernels")], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['sqlite3']"
+
+
 def test_request_keys_are_canonical():
     a = req("hi", temperature=1, top_p=1, max_tokens=5)
     b = req("hi", temperature=1.0, top_p=1.0, max_tokens=5.0)

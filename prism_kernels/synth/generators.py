@@ -77,19 +77,18 @@ class GenerationRequest:
     stop: tuple[str, ...] | None = None
 
     def __post_init__(self):
-        err = _data_error()
         if isinstance(self.messages, (str, bytes)) or not isinstance(self.messages, Sequence):
-            raise err(f"GenerationRequest.messages must be a list of {{'role', 'content'}} dicts, "
+            raise _data_error()(f"GenerationRequest.messages must be a list of {{'role', 'content'}} dicts, "
                       f"got {type(self.messages).__name__}")
         msgs = []
         for i, m in enumerate(self.messages):
             if not isinstance(m, Mapping) or not isinstance(m.get("role"), str) or not isinstance(
                     m.get("content"), str):
-                raise err(f"GenerationRequest.messages[{i}] must be a dict with string 'role' and 'content', "
+                raise _data_error()(f"GenerationRequest.messages[{i}] must be a dict with string 'role' and 'content', "
                           f"got {m!r:.80}")
             msgs.append({k: m[k] for k in m})
         if not msgs:
-            raise err("GenerationRequest.messages is empty")
+            raise _data_error()("GenerationRequest.messages is empty")
         object.__setattr__(self, "messages", tuple(msgs))
         # Canonical numeric types, so 1 and 1.0 give the same cache key.
         object.__setattr__(self, "temperature", float(self.temperature))
@@ -102,13 +101,13 @@ class GenerationRequest:
             stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
             object.__setattr__(self, "stop", stop or None)
         if self.temperature < 0:
-            raise err(f"GenerationRequest.temperature must be >= 0, got {self.temperature}")
+            raise _data_error()(f"GenerationRequest.temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
-            raise err(f"GenerationRequest.top_p must be in (0, 1], got {self.top_p}")
+            raise _data_error()(f"GenerationRequest.top_p must be in (0, 1], got {self.top_p}")
         if self.max_tokens < 1:
-            raise err(f"GenerationRequest.max_tokens must be >= 1, got {self.max_tokens}")
+            raise _data_error()(f"GenerationRequest.max_tokens must be >= 1, got {self.max_tokens}")
         if self.sample_index < 0:
-            raise err(f"GenerationRequest.sample_index must be >= 0, got {self.sample_index}")
+            raise _data_error()(f"GenerationRequest.sample_index must be >= 0, got {self.sample_index}")
 
     def samples(self, n: int) -> list["GenerationRequest"]:
         """n requests for n samples of this prompt: sample_index 0..n-1, everything else equal."""
