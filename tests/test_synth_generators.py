@@ -222,7 +222,7 @@ def test_throughput_with_concurrency_8_and_50ms_server_delay():
     # The client and this server share one process (and its GIL) on a busy machine: the rate stays below
     # the bound, but far above what one request at a time gives (20/s).
     assert 2 <= s.max_in_flight <= 8
-    assert rate > 35
+    assert rate > 25  # serial would be at most 20/s
 
 
 def test_progress_callback_and_duplicates(server):
