@@ -212,17 +212,14 @@ def test_concurrency_bound_is_respected():
     assert [g.text for g in gens] == [f"echo: p{i}" for i in range(15)]  # in request order
 
 
-def test_throughput_with_concurrency_8_and_50ms_server_delay():
+def test_requests_overlap_up_to_the_concurrency_bound():
+    # Throughput is a benchmark number (no timed assertions in tests); what must hold is that requests
+    # overlap, up to the bound, when the server is slow.
     n = 80
     with OpenAIServer(delay=0.05) as s:
-        t0 = time.perf_counter()
         OpenAIGenerator(s.url, s.model_name, concurrency=8).generate([req(f"t{i}") for i in range(n)])
-        rate = n / (time.perf_counter() - t0)
-    print(f"\nthroughput: {rate:.1f} requests/s (bound: 8 / 0.05 s = 160/s)")
-    # The client and this server share one process (and its GIL) on a busy machine: the rate stays below
-    # the bound, but far above what one request at a time gives (20/s).
+    assert s.completed == n
     assert 2 <= s.max_in_flight <= 8
-    assert rate > 25  # serial would be at most 20/s
 
 
 def test_progress_callback_and_duplicates(server):
