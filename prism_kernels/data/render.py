@@ -84,28 +84,47 @@ class Renderer:
                 return list(special[:i])
         return []
 
-    def _texts(self, sample: Sample) -> tuple[str, str] | str:
-        """(prefix text, rest text) of a sample, or the reason it is skipped."""
-        if not sample.response.strip():
-            return "empty_response"
+    def _texts(self, samples: Sequence[Sample]) -> list[tuple[str, str] | str]:
+        """(prefix text, rest text) of each sample, or the reason it is skipped."""
+        out: list[tuple[str, str] | str] = ["empty_response"] * len(samples)
+        todo = [i for i, s in enumerate(samples) if s.response.strip()]
         if not self.use_chat_template:
-            return sample.prompt_text + "\n", sample.response
-        messages = list(sample.messages)
-        try:
-            prefix = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            full = self.tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": sample.response}],
-                                                      tokenize=False)
-        except Exception as e:  # jinja errors raised by the template for this conversation
-            if not self._warned:
-                self._warned = True
-                warnings.warn(f"the chat template of {self.name} refused a sample ({type(e).__name__}: {e}); "
-                              f"such samples are skipped as 'template_error'", stacklevel=3)
-            return "template_error"
-        if not full.startswith(prefix):
-            raise DataError(f"the chat template of {self.name} does not render the prompt with "
-                            f"add_generation_prompt=True as a prefix of the full conversation, so the response "
-                            f"cannot be masked exactly; render without the template (chat_template=False)")
-        return prefix, full[len(prefix):]
+            for i in todo:
+                out[i] = (samples[i].prompt_text + "\n", samples[i].response)
+            return out
+        convs = [list(samples[i].messages) for i in todo]
+        fulls = [c + [{"role": "assistant", "content": samples[i].response}] for c, i in zip(convs, todo)]
+        try:  # one batched call each (cheaper than one call per sample)
+            prefixes = self._apply(convs, True) if convs else []
+            texts = self._apply(fulls, False) if fulls else []
+        except Exception:  # a template refused one conversation: find it (and render the others) one by one
+            prefixes, texts = [], []
+            for c, f in zip(convs, fulls):
+                try:
+                    prefixes.append(self._apply([c], True)[0])
+                    texts.append(self._apply([f], False)[0])
+                except Exception as e:  # jinja errors raised by the template for this conversation
+                    if not self._warned:
+                        self._warned = True
+                        warnings.warn(f"the chat template of {self.name} refused a sample ({type(e).__name__}: "
+                                      f"{e}); such samples are skipped as 'template_error'", stacklevel=4)
+                    prefixes.append(None)
+                    texts.append(None)
+        for i, prefix, full in zip(todo, prefixes, texts):
+            if prefix is None:
+                out[i] = "template_error"
+                continue
+            if not full.startswith(prefix):
+                raise DataError(f"the chat template of {self.name} does not render the prompt with "
+                                f"add_generation_prompt=True as a prefix of the full conversation, so the "
+                                f"response cannot be masked exactly; render without the template "
+                                f"(chat_template=False)")
+            out[i] = (prefix, full[len(prefix):])
+        return out
+
+    def _apply(self, conversations: list[list[dict]], generation_prompt: bool) -> list[str]:
+        return self.tokenizer.apply_chat_template(conversations, tokenize=False,
+                                                  add_generation_prompt=generation_prompt)
 
     def _assemble(self, prefix: list[int], rest: list[int]) -> Rendered:
         limit = self.max_length
@@ -127,7 +146,7 @@ class Renderer:
     def render_many(self, samples: Sequence[Sample]) -> list[Rendered]:
         """Renders [n] samples with two batched tokenizer calls (prefixes, rests). Returns [n] Rendered in
         order; skipped samples have skipped_reason set and empty input_ids."""
-        texts = [self._texts(s) for s in samples]
+        texts = self._texts(samples)
         todo = [i for i, t in enumerate(texts) if not isinstance(t, str)]
         out: list[Rendered | None] = [None] * len(samples)
         for i, t in enumerate(texts):
