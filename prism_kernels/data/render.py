@@ -101,15 +101,15 @@ class Renderer:
             prefixes, texts = [], []
             for c, f in zip(convs, fulls):
                 try:
-                    prefixes.append(self._apply([c], True)[0])
-                    texts.append(self._apply([f], False)[0])
+                    pair = self._apply([c], True)[0], self._apply([f], False)[0]
                 except Exception as e:  # jinja errors raised by the template for this conversation
                     if not self._warned:
                         self._warned = True
                         warnings.warn(f"the chat template of {self.name} refused a sample ({type(e).__name__}: "
                                       f"{e}); such samples are skipped as 'template_error'", stacklevel=4)
-                    prefixes.append(None)
-                    texts.append(None)
+                    pair = None, None
+                prefixes.append(pair[0])
+                texts.append(pair[1])
         for i, prefix, full in zip(todo, prefixes, texts):
             if prefix is None:
                 out[i] = "template_error"
