@@ -303,3 +303,37 @@ def test_streaming_keeps_memory_bounded(tmp_path, rows):
         path, n, grown_kb = line.split()
         assert int(n) == n_rows
         assert int(grown_kb) / 1024 < min(15.0, data_mb / 2), (path, grown_kb, data_mb)
+
+
+def test_hub_id_read_from_the_local_cache(tmp_path, rows, monkeypatch):
+    """A hub dataset as `datasets` caches it (<org>___<name>/<config>/<version>/<hash>/<name>-<split>.arrow),
+    laid out here from a packaged-builder run, is found offline by its id."""
+    import glob
+    import shutil
+
+    src = tmp_path / "src.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows[:20]))
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(cache))
+    datasets.load_dataset("json", data_files={"train": str(src)}, cache_dir=str(cache))
+    built = next(p for p in glob.glob(str(cache / "json" / "*" / "0.0.0" / "*")) if os.path.isdir(p))
+    dst = cache / "prism-test___tiny-gsm" / "default" / "0.0.0" / "0123abcd"
+    shutil.copytree(built, dst)
+    os.rename(dst / "json-train.arrow", dst / "tiny-gsm-train.arrow")
+    for split in ("train", None):  # one split: no --split needed
+        ds = open_dataset(["prism-test/tiny-gsm"], split=split)
+        assert ds.sources[0].kind == "hf" and ds.sources[0].path == "prism-test/tiny-gsm"
+        assert [r.data for r in _all(ds)] == rows[:20]
+    with pytest.raises(DataError, match="prism-test/tiny-gsm has no split 'validation'; splits: train"):
+        open_dataset(["prism-test/tiny-gsm"], split="validation")
+
+
+def test_json_extension_holding_jsonl_and_duplicate_csv_header(tmp_path, rows):
+    p = tmp_path / "lines.json"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows[:4]))
+    ds = open_dataset([str(p)])
+    assert ds.sources[0].kind == "jsonl" and [r.data for r in _all(ds)] == rows[:4]
+    q = tmp_path / "dup.csv"
+    q.write_text("question,question\na,b\n")
+    with pytest.raises(DataError, match="dup.csv: the CSV header names column 'question' twice"):
+        open_dataset([str(q)])
