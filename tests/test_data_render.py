@@ -86,8 +86,9 @@ def test_truncation_cuts_the_prompt_from_the_left_and_keeps_the_response(toks, s
                 assert r.input_ids[:r.response_start] == prompt[len(prompt) - (limit - len(response)):]
             else:  # the prompt's last token, then the response's head
                 assert r.input_ids == prompt[-1:] + response[:limit - 1] and r.response_start == 1
-    with pytest.raises(DataError, match="max_length must be an integer >= 2"):
-        Renderer(tok, max_length=1)
+    for bad in (1, 0, 2.5, "64", True):
+        with pytest.raises(DataError, match="max_length must be an integer >= 2"):
+            Renderer(tok, max_length=bad)
 
 
 def test_render_many_equals_render(toks, samples):
