@@ -121,6 +121,17 @@ def test_several_inputs_are_one_dataset_with_global_row_ids(copies, rows):
         assert _all(open_dataset(paths), start=start, stop=stop, batch_rows=32) == got[start:stop]
 
 
+def test_glob_patterns_expand_in_sorted_order(tmp_path, rows):
+    (tmp_path / "parts" / "sub").mkdir(parents=True)
+    for i, name in enumerate(["b.jsonl", "a.jsonl", "sub/c.jsonl"]):
+        (tmp_path / "parts" / name).write_text(json.dumps(rows[i]) + "\n")
+    ds = open_dataset([str(tmp_path / "parts" / "**" / "*.jsonl")])
+    assert [s.path for s in ds.sources] == [str(tmp_path / "parts" / n) for n in ("a.jsonl", "b.jsonl", "sub/c.jsonl")]
+    assert [r.data for r in _all(ds)] == [rows[1], rows[0], rows[2]]
+    with pytest.raises(DataError, match="no file matches .*nothing"):
+        open_dataset([str(tmp_path / "nothing*.jsonl")])
+
+
 def test_identity_changes_with_the_file(tmp_path, rows):
     p = tmp_path / "x.jsonl"
     p.write_text(json.dumps(rows[0]) + "\n")
