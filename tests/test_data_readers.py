@@ -178,6 +178,22 @@ def test_bad_csv_rows_are_records_with_their_line(tmp_path):
     assert got[4].data == {"question": "q5", "answer": "a5"}
 
 
+def test_crlf_and_gzipped_csv(tmp_path, rows):
+    import csv
+
+    with open(tmp_path / "crlf.csv", "w", newline="") as f:  # the csv module writes \r\n line ends
+        w = csv.DictWriter(f, fieldnames=["question", "answer"])
+        w.writeheader()
+        w.writerows(rows[:30])
+    with open(tmp_path / "crlf.csv", "rb") as f, gzip.open(tmp_path / "crlf.csv.gz", "wb") as g:
+        g.write(f.read())
+    expected_lines = _csv_lines(rows[:30])
+    for name in ("crlf.csv", "crlf.csv.gz"):
+        got = _all(open_dataset([str(tmp_path / name)]), batch_rows=7)
+        assert [r.data for r in got] == rows[:30] and [r.line for r in got] == expected_lines
+        assert _all(open_dataset([str(tmp_path / name)]), start=17, stop=29) == got[17:29]
+
+
 def test_tsv_and_values_stay_text(tmp_path):
     p = tmp_path / "x.tsv"
     p.write_text("prompt\tresponse\n007\t1.50\n")
