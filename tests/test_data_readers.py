@@ -371,3 +371,33 @@ def test_json_extension_holding_jsonl_and_duplicate_csv_header(tmp_path, rows):
     q.write_text("question,question\na,b\n")
     with pytest.raises(DataError, match="dup.csv: the CSV header names column 'question' twice"):
         open_dataset([str(q)])
+
+
+def test_seek_across_index_checkpoints_with_blank_and_bad_lines(tmp_path, rows):
+    """700 records with blank lines and malformed records sprinkled in: seeking anywhere (also from a
+    partly built index) equals the full read, and line numbers match the file's own lines."""
+    import csv
+    import random
+
+    rng = random.Random(0)
+    jl, expected_jl = [], []
+    cv, expected_cv = [], []
+    for i in range(700):
+        while rng.random() < 0.2:
+            jl.append("")
+            cv.append("")
+        bad = rng.random() < 0.05
+        jl.append('{"question": ' if bad else json.dumps(rows[i % N]))
+        expected_jl.append((len(jl), None if bad else rows[i % N]))
+        cv.append(f"{i},x,extra" if bad else f"{i},q{i}")
+        expected_cv.append((len(cv) + 1, None if bad else {"id": str(i), "text": f"q{i}"}))
+    (tmp_path / "s.jsonl").write_text("\n".join(jl) + "\n")
+    (tmp_path / "s.csv").write_text("id,text\n" + "\n".join(cv) + "\n")
+    for name, expected in (("s.jsonl", expected_jl), ("s.csv", expected_cv)):
+        full = _all(open_dataset([str(tmp_path / name)]))
+        assert [(r.line, r.data) for r in full] == expected
+        ds = open_dataset([str(tmp_path / name)])
+        _all(ds, stop=300)  # the index now covers the first 300 records only
+        for start in (0, 255, 256, 257, 299, 300, 511, 512, 513, 600, 699, 700):
+            assert _all(ds, start=start, stop=start + 40, batch_rows=9) == full[start:start + 40]
+        assert ds.count() == 700
