@@ -137,6 +137,9 @@ def score_dataset(paths, out_dir, *, config: ScoreConfig | None = None, overwrit
     if stored is not None and overwrite:
         run.clear()
         stored = None
+    if stored is not None and stored.get("config_hash") != chash and not run.done_shards():
+        run.clear()  # nothing sketched yet: nothing to protect, start with the new configuration
+        stored = None
     if stored is not None and stored.get("config_hash") != chash:
         diffs = diff_identity(stored.get("identity", {}), cfg.identity()) or ["the configuration format"]
         raise _error(f"{out_dir} holds a run with another configuration ({'; '.join(diffs)}); "
