@@ -61,11 +61,13 @@ def test_kill_9_then_resume_is_bit_identical(tmp_path):
     assert 1 <= len(done) < 10 and not (run / "summary.json").exists()
     stamps = {s: (run / "sketches" / f"shard-{s:05d}.safetensors").stat().st_mtime_ns for s in done}
 
+    stale = run / "sketches" / ".shard-00009.safetensors.x1y2.tmp"  # what a kill inside a write leaves
+    stale.write_bytes(b"half a file")
     # the same command again (in this process: the same code path as the console script)
     assert main([a for a in _cmd(data, model, run)[3:]]) == 0
     for s, stamp in stamps.items():  # finished shards were not recomputed
         assert (run / "sketches" / f"shard-{s:05d}.safetensors").stat().st_mtime_ns == stamp
-    assert not list((run / "sketches").glob(".*.tmp")) and not list(run.glob(".*.tmp"))
+    assert not stale.exists() and not list((run / "sketches").glob(".*.tmp")) and not list(run.glob(".*.tmp"))
 
     ref = tmp_path / "ref"
     assert main([a for a in _cmd(data, model, ref)[3:]]) == 0

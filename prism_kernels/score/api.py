@@ -150,6 +150,7 @@ def score_dataset(paths, out_dir, *, config: ScoreConfig | None = None, overwrit
         run.root.mkdir(parents=True, exist_ok=True)
         run.write_config(cfg.to_json())
 
+    run.remove_stale_tmp()  # halves of files a kill -9 interrupted
     renderer = Renderer(tokenizer, cfg.max_length)
     with Progress(bool(progress), console) as bars:
         if not run.plan_path.exists():
@@ -177,9 +178,10 @@ def score_dataset(paths, out_dir, *, config: ScoreConfig | None = None, overwrit
         timing = None
         t_sketch = time.perf_counter()
         if todo:
-            def record(result):
-                run.record_shard(result.to_json(), chash)
-                say(f"shard {result.shard} done")
+            def record(result):  # a ShardResult, or its to_json() dict (e.g. from a Ray actor)
+                entry = result if isinstance(result, dict) else result.to_json()
+                run.record_shard(entry, chash)
+                say(f"shard {entry['shard']} done")
 
             bars.add("sketch", "sketch", info.n_rows, completed=rows_done)
             if cfg.engine == "local":
