@@ -67,6 +67,12 @@ class SourceInfo:
     identity: str
 
 
+def _one_line(e: BaseException) -> str:
+    """An exception as one line: its type and the first line of its message."""
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
 def _file_identity(path: str) -> str:
     st = os.stat(path)
     return f"{st.st_size}:{st.st_mtime_ns}"
@@ -222,6 +228,9 @@ class _CsvSource(_IndexedText):
             self._ckpts = [(state[0], state[1])]  # record 0 starts after the header
         if self.header and self.header[0].startswith("\ufeff"):
             self.header[0] = self.header[0][1:]
+        dup = next((c for i, c in enumerate(self.header) if c in self.header[:i]), None)
+        if dup is not None:
+            raise DataError(f"{path}: the CSV header names column {dup!r} twice")
 
     def _reader(self, off: int, lineno: int):
         """A csv reader positioned at byte `off`, and a live [offset, lines consumed, bad line] state."""
@@ -367,7 +376,7 @@ class _ParquetSource(_ArrowSource):
         try:
             meta = pq.ParquetFile(path).metadata
         except Exception as e:  # pyarrow raises ArrowInvalid / OSError for a non-Parquet file
-            raise DataError(f"{path}: not a readable Parquet file ({e})") from None
+            raise DataError(f"{path}: not a readable Parquet file ({_one_line(e)})") from None
         self._n = meta.num_rows
         self._group_starts = [0]
         for g in range(meta.num_row_groups):
@@ -452,7 +461,7 @@ def _open_hf_folder(path: str, split: str | None) -> _Source:
     try:
         ds = datasets.load_from_disk(path)
     except Exception as e:
-        raise DataError(f"{path}: not a folder written by datasets.save_to_disk ({type(e).__name__}: {e})") from None
+        raise DataError(f"{path}: not a folder written by datasets.save_to_disk ({_one_line(e)})") from None
     if isinstance(ds, datasets.DatasetDict):
         ds = _pick_split(ds, split, path)
     return _HFSource(ds, path)
@@ -463,9 +472,9 @@ def _open_hf_hub(name: str, split: str | None) -> _Source:
             f"offline); pass a local JSONL/Parquet/CSV path or a folder written by datasets.save_to_disk")
     with _hf_offline() as datasets:
         try:
-            ds = datasets.load_dataset(name, split=split)
+            ds = datasets.load_dataset(name)  # every cached split (memory-mapped); the split is picked below
         except Exception as e:
-            raise DataError(f"{hint} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+            raise DataError(f"{hint} ({_one_line(e)})") from None
     if isinstance(ds, datasets.DatasetDict):
         ds = _pick_split(ds, split, name)
     return _HFSource(ds, name)
