@@ -203,3 +203,36 @@ def test_user_mistakes_are_one_line_errors(env):
         score_dataset([root / "missing.jsonl"], root / "x4", model=env["model"], **OPTS)
     with pytest.raises(DataError, match="--params"):
         score_dataset([env["jsonl"]], root / "x5", model=env["model"], params="^nothing$", **OPTS)
+
+
+def test_a_sample_with_a_non_finite_loss_is_kept_out_and_counted(env, tmp_path):
+    """An untied tiny Qwen2 whose embedding row of a token used by one sample only is +inf: that sample's
+    loss and sketch are NaN; it is counted as not_finite and left out, the other samples are unaffected."""
+    import transformers
+
+    from prism_kernels.data import FieldMap, Renderer
+
+    tok = transformers.AutoTokenizer.from_pretrained(env["model"])
+    renderer, fm = Renderer(tok, 160), FieldMap(kind="pair", prompt="question", response="answer")
+    records = env["records"][:8]
+    ids = [set(renderer.render(fm.extract(r)).input_ids) for r in records]
+    unique = [(t, i) for i, s in enumerate(ids) for t in s if sum(t in o for o in ids) == 1]
+    token, victim = unique[0]
+    cfg = transformers.Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                                   tie_word_embeddings=False, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(cfg)
+    with torch.no_grad():
+        model.model.embed_tokens.weight[token] = float("inf")
+    path = tmp_path / "inf-model"
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    r = score_dataset([data], tmp_path / "run", model=str(path), **OPTS)
+    assert r.summary["n"] == 7 and r.summary["skipped"] == {"not_finite": 1}
+    rows = pq.read_table(r.run_dir / "samples.parquet").to_pylist()
+    assert [x["finite"] for x in rows] == [i != victim for i in range(8)]
+    assert rows[victim]["skipped_reason"] == "not_finite" and rows[victim]["novelty"] is None
+    assert all(math.isfinite(x["loss"]) and x["novelty"] > 0 for i, x in enumerate(rows) if i != victim)
