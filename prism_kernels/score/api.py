@@ -118,7 +118,8 @@ def score_dataset(paths, out_dir, *, config: ScoreConfig | None = None, overwrit
     cfg = (config.replace(**options) if config is not None else ScoreConfig(data=list(paths), **options))
     cfg.data = [os.fspath(p) for p in paths]
     cfg.validate()
-    cfg.device, cfg.dtype = resolve_device(cfg.device, cfg.dtype)
+    cfg.device, cfg.dtype = resolve_device(cfg.device, cfg.dtype, gpus_per_worker=cfg.gpus_per_worker,
+                                           local=cfg.engine == "local")
     console = console or Console(stderr=True)
     if progress is None:
         progress = console.is_terminal
