@@ -236,3 +236,28 @@ def test_a_sample_with_a_non_finite_loss_is_kept_out_and_counted(env, tmp_path):
     assert [x["finite"] for x in rows] == [i != victim for i in range(8)]
     assert rows[victim]["skipped_reason"] == "not_finite" and rows[victim]["novelty"] is None
     assert all(math.isfinite(x["loss"]) and x["novelty"] > 0 for i, x in enumerate(rows) if i != victim)
+
+
+def test_pipeline_finishes_good_shards_and_raises_a_stage_error(base, tmp_path):
+    """run_local: a failing reader (a shard the plan does not have) stops the pipeline with its error, after
+    the shards before it were computed and written; a recomputed shard has the same contents bit for bit."""
+    from prism_kernels.score import ShardContext, run_local, run_shard
+
+    from safetensors import safe_open
+
+    def contents(path):  # tensors and metadata (safetensors orders the metadata keys at random)
+        with safe_open(str(path), "pt") as f:
+            return f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+
+    shard2 = base.run_dir / "sketches" / "shard-00002.safetensors"
+    ctx = ShardContext.from_run_dir(base.run_dir)
+    meta, tensors = contents(shard2)
+    done = []
+    with pytest.raises(Exception):
+        run_local(ctx, [2, 999], done.append)
+    assert [r.shard for r in done] == [2]
+    meta2, tensors2 = contents(shard2)
+    assert meta2 == meta and tensors2.keys() == tensors.keys()
+    assert all(torch.equal(tensors[k], tensors2[k]) for k in tensors)  # recomputed bit for bit
+    result = run_shard(ctx, 3)
+    assert (result.shard, result.start, result.stop, result.sketched) == (3, 12, 16, 4)
