@@ -157,6 +157,17 @@ def test_formats_give_identical_summaries_and_limit(env, base):
         assert numbers(r.summary) == numbers(base.summary), name
         nov = pq.read_table(r.run_dir / "samples.parquet").column("novelty")
         assert nov.equals(pq.read_table(base.run_dir / "samples.parquet").column("novelty"))
+    # a datasets folder (save_to_disk), and the JSONL split in two files scored as one dataset
+    datasets = pytest.importorskip("datasets")
+    datasets.Dataset.from_list(env["records"]).save_to_disk(str(root / "g_hf"))
+    (root / "g1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in env["records"][:10]))
+    (root / "g2.jsonl").write_text("".join(json.dumps(r) + "\n" for r in env["records"][10:]))
+    for name, paths in (("hf", [root / "g_hf"]), ("two", [root / "g1.jsonl", root / "g2.jsonl"])):
+        r = score_dataset(paths, root / f"run-{name}", model=env["model"], **OPTS)
+        assert numbers(r.summary) == numbers(base.summary), name
+    rows = pq.read_table(root / "run-two" / "samples.parquet").to_pylist()
+    assert [(os.path.basename(x["source"]), x["line"]) for x in rows] == \
+        [("g1.jsonl", i) for i in range(1, 11)] + [("g2.jsonl", i) for i in range(1, 15)]
     lim = score_dataset([env["jsonl"]], root / "run-limit", model=env["model"], limit=10, **OPTS)
     assert lim.summary["n"] == 10 and lim.summary["shards"] == 3
     assert pq.read_table(lim.run_dir / "samples.parquet").column("row_id").to_pylist() == list(range(10))
