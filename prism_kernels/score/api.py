@@ -6,7 +6,7 @@ import importlib.util
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -105,6 +105,7 @@ def score_dataset(paths, out_dir, *, config: ScoreConfig | None = None, overwrit
     Raises: prism_kernels.data.DataError for user mistakes (one line naming the file / field / option).
     """
     from rich.console import Console
+    from rich.markup import escape
 
     from ..data import Renderer, open_dataset
     from .finish import BOOTSTRAP_RESAMPLES, NOVELTY_LAMBDA, finish
@@ -168,10 +169,11 @@ def score_dataset(paths, out_dir, *, config: ScoreConfig | None = None, overwrit
         info = read_plan_info(run.plan_path)
         say(f"planned {info.n_rows} rows in {len(info.shards)} shards, {info.n_batches} batches")
         for msg in info.bad_examples:
-            console.print(f"[yellow]prism: warning:[/yellow] {msg}", highlight=False)
+            console.print(f"[yellow]prism: warning:[/yellow] {escape(msg)}", highlight=False, soft_wrap=True)
         if sum(info.skipped.values()) > len(info.bad_examples):
             console.print(f"[yellow]prism: warning:[/yellow] {sum(info.skipped.values())} rows skipped in all "
-                          f"({', '.join(f'{k}: {v}' for k, v in info.skipped.items())})", highlight=False)
+                          f"({', '.join(f'{k}: {v}' for k, v in info.skipped.items())})",
+                          highlight=False, soft_wrap=True)
         shard_ids = list(range(len(info.shards)))
         done = run.done_shards(chash)
         todo = [s for s in shard_ids if s not in done]
