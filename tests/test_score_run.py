@@ -272,3 +272,15 @@ def test_pipeline_finishes_good_shards_and_raises_a_stage_error(base, tmp_path):
     assert all(torch.equal(tensors[k], tensors2[k]) for k in tensors)  # recomputed bit for bit
     result = run_shard(ctx, 3)
     assert (result.shard, result.start, result.stop, result.sketched) == (3, 12, 16, 4)
+
+
+def test_a_run_directory_in_use_is_refused(env, base):
+    from prism_kernels.score import RunDir
+
+    held = RunDir(base.run_dir).lock()  # as another prism score process would hold it
+    try:
+        with pytest.raises(DataError, match="in use by another prism score"):
+            score_dataset([env["jsonl"]], base.run_dir, model=env["model"], **OPTS)
+    finally:
+        held.close()
+    assert score_dataset([env["jsonl"]], base.run_dir, model=env["model"], **OPTS).summary["n"] == 24

@@ -105,14 +105,9 @@ def score_dataset(paths, out_dir, *, config: ScoreConfig | None = None, overwrit
     Raises: prism_kernels.data.DataError for user mistakes (one line naming the file / field / option).
     """
     from rich.console import Console
-    from rich.markup import escape
 
-    from ..data import Renderer, open_dataset
-    from .finish import BOOTSTRAP_RESAMPLES, NOVELTY_LAMBDA, finish
-    from .plan import build_plan, read_plan_info
+    from ..data import open_dataset
     from .proxy import load_tokenizer, model_identity, resolve_model_dir
-    from .report import Progress, print_summary
-    from .runner import ShardContext, run_local
 
     t_start = time.perf_counter()
     say = on_event or (lambda msg: None)
@@ -135,6 +130,25 @@ def score_dataset(paths, out_dir, *, config: ScoreConfig | None = None, overwrit
     chash = cfg.hash()
 
     run = RunDir(out_dir)
+    lock = run.lock()  # one process per run directory; released when this one ends, however it ends
+    try:
+        return _score_locked(run, cfg, dataset, tokenizer, fieldmap, chash, overwrite, progress, console,
+                             print_result, say, t_start)
+    finally:
+        lock.close()
+
+
+def _score_locked(run, cfg, dataset, tokenizer, fieldmap, chash, overwrite, progress, console, print_result, say,
+                  t_start):
+    from rich.markup import escape
+
+    from ..data import Renderer
+    from .finish import BOOTSTRAP_RESAMPLES, NOVELTY_LAMBDA, finish
+    from .plan import build_plan, read_plan_info
+    from .report import Progress, print_summary
+    from .runner import ShardContext, run_local
+
+    out_dir = run.root
     stored = run.read_config()
     if stored is not None and overwrite:
         run.clear()
