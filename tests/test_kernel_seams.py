@@ -84,12 +84,14 @@ def vendi_oracle(x: np.ndarray, q) -> float:
     y = x / np.linalg.norm(x, axis=1, keepdims=True)
     if n <= d:
         return float(vendi_lib.score_K(y @ y.T, q=qq))
-    return float(vendi_lib.score_dual(x, q=qq))
+    # rows normalised here: sklearn's normalize (inside score_dual) leaves rows with norms below
+    # 10 eps unnormalised, e.g. rows of 1e-20
+    return float(vendi_lib.score_dual(y, q=qq, normalize=False))
 
 
 @pytest.mark.parametrize("precision", ["fast", "exact"])
 @pytest.mark.parametrize("q", QS)
-@pytest.mark.parametrize("shape", [(4, 1024), (6, 64), (300, 16)])
+@pytest.mark.parametrize("shape", [(4, 200), (150, 12)])
 def test_vendi_matches_vendi_score_for_every_q(precision, q, shape):
     x = torch.randn(*shape, dtype=torch.float64)
     want = vendi_oracle(x.numpy(), q)
@@ -103,7 +105,7 @@ def test_vendi_matches_vendi_score_for_every_q(precision, q, shape):
 @pytest.mark.parametrize("q", QS)
 def test_vendi_of_known_rank_is_exact(precision, q):
     # m orthonormal directions, each repeated r times: S / n has m eigenvalues 1 / m, so VS_q = m.
-    m, r, d = 5, 7, 256
+    m, r, d = 5, 7, 64
     basis = torch.linalg.qr(torch.randn(d, m, dtype=torch.float64))[0].T  # [m, d] orthonormal rows
     x = basis.repeat(r, 1) * 3.0
     assert pk.vendi_score(x, q, precision=precision) == pytest.approx(m, rel=1e-5)
@@ -115,7 +117,7 @@ def test_vendi_of_known_rank_is_exact(precision, q):
 
 @pytest.mark.parametrize("q", QS)
 def test_grouped_and_kernel_vendi_drop_noise_eigenvalues(q):
-    x = torch.randn(12, 512, dtype=torch.float64)
+    x = torch.randn(12, 128, dtype=torch.float64)
     groups = torch.tensor([0] * 4 + [1] * 8)
     got = pk.grouped_vendi(x, groups, q)
     for g, rows in ((0, x[:4]), (1, x[4:])):

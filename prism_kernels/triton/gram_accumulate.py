@@ -53,7 +53,7 @@ def _row_scale_kernel(x_ptr, w_ptr, scale_ptr, status_ptr, n, d, stride_r, strid
         bad = (v != v) | (v == float("inf")) | (v == -float("inf"))
         nonfinite = tl.maximum(nonfinite, tl.max(bad.to(tl.int32), axis=1))
         big = tl.maximum(big, tl.max(tl.where(bad, 0.0, tl.abs(v)), axis=1))
-    inv = tl.where(big > 0, 1.0 / big, 1.0)
+    inv = 1.0 / tl.where(big > 0, big, 1.0)
     sq = tl.zeros([BLOCK_R], dtype=tl.float64)
     for k0 in range(0, d, BLOCK_D):
         cols = k0 + tl.arange(0, BLOCK_D)
