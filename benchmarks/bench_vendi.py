@@ -14,8 +14,9 @@ import argparse
 import os
 import platform
 import resource
-import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import scipy.linalg
@@ -24,15 +25,8 @@ import torch
 
 import prism_kernels as pk
 
-
-def best(fn, repeat):
-    out, times = None, []
-    for _ in range(repeat):
-        time.sleep(SETTLE_S)
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return min(times), out
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import measure, median_s  # noqa: E402  (the one timing harness)
 
 
 # Pause before every timed call. OpenBLAS's worker threads (numpy) keep spinning for up to 2^28
@@ -42,20 +36,25 @@ def best(fn, repeat):
 SETTLE_S = 0.3
 
 
+def _last_output(fn, box):
+    def call():
+        box[0] = fn()
+    return call
+
+
+def best(fn, repeat):
+    """Median time of ``repeat`` calls of ``fn`` (the harness's statistic), and its last output."""
+    box = [None]
+    t = measure({"f": _last_output(fn, box)}, repeat, settle_s=SETTLE_S)["f"]
+    return median_s(t), box[0]
+
+
 def paired(peer, ours, repeat):
-    """Median times of ``peer`` and ``ours`` run alternately ``repeat`` times, each after a pause
-    (SETTLE_S); and their last outputs."""
-    tp, to, out_p, out_o = [], [], None, None
-    for _ in range(repeat):
-        time.sleep(SETTLE_S)
-        t = time.perf_counter()
-        out_p = peer()
-        tp.append(time.perf_counter() - t)
-        time.sleep(SETTLE_S)
-        t = time.perf_counter()
-        out_o = ours()
-        to.append(time.perf_counter() - t)
-    return statistics.median(tp), statistics.median(to), out_p, out_o
+    """Median times of ``peer`` and ``ours`` run interleaved ``repeat`` times (harness.measure, each
+    call after a pause of SETTLE_S); and their last outputs."""
+    bp, bo = [None], [None]
+    t = measure({"peer": _last_output(peer, bp), "ours": _last_output(ours, bo)}, repeat, settle_s=SETTLE_S)
+    return median_s(t["peer"]), median_s(t["ours"]), bp[0], bo[0]
 
 
 def load():

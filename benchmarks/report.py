@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import gc
 import os
 import platform
 import subprocess
@@ -33,6 +32,7 @@ import prism_kernels as pk
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import grid_cases as gcases  # noqa: E402
+from harness import fmt_ms, measure, stats_ms  # noqa: E402,F401  (the one timing harness)
 
 REPO = Path(__file__).resolve().parent.parent
 REPRODUCE = "python benchmarks/report.py --out benchmarks/RESULTS.md"
@@ -137,48 +137,6 @@ class CpuMonitor:
 
 # ----------------------------------------------------------------------------------------------
 # timing
-
-
-def measure(fns: dict, rounds: int, budget_s: float, min_repeats: int = 3) -> dict[str, np.ndarray]:
-    """Per-call seconds of every function, interleaved: warm-up, then `rounds` rounds in a rotating
-    order. An implementation whose warm-up call says it would exceed budget_s over all rounds runs
-    in only max(min_repeats, budget_s / t_warmup) rounds, spread evenly."""
-    names = list(fns)
-    repeats = {}
-    for name in names:
-        t0 = time.perf_counter()
-        fns[name]()
-        warm = time.perf_counter() - t0
-        repeats[name] = rounds if warm * rounds <= budget_s else max(min_repeats, min(rounds, int(budget_s / warm)))
-    times = {name: [] for name in names}
-    gc.collect()
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        for r in range(rounds):
-            order = names[r % len(names):] + names[: r % len(names)]
-            for name in order:
-                k = repeats[name]
-                if (r + 1) * k // rounds == r * k // rounds:  # not this round (evenly spread)
-                    continue
-                t0 = time.perf_counter()
-                fns[name]()
-                times[name].append(time.perf_counter() - t0)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return {name: np.asarray(t) for name, t in times.items()}
-
-
-def stats_ms(t: np.ndarray) -> tuple[float, float, float]:
-    p20, med, p80 = np.percentile(t * 1e3, [20, 50, 80])
-    return float(med), float(p20), float(p80)
-
-
-def fmt_ms(t: np.ndarray) -> str:
-    med, p20, p80 = stats_ms(t)
-    digits = 2 if med < 10 else 1 if med < 1000 else 0
-    return f"{med:.{digits}f} [{p20:.{digits}f}–{p80:.{digits}f}]"
 
 
 def fmt_pct(x: float | None) -> str:

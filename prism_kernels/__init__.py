@@ -28,7 +28,7 @@ from .grid import (
     sparse_windows,
     window_counts,
 )
-from .kernel_vendi import KernelVendi, kernel_vendi
+from .nonlinear_vendi import KernelVendi, kernel_vendi
 from .vendi import PRECISION_BOUND, VendiState, grouped_vendi, vendi_score
 from .projection import KINDS as SKETCH_KINDS
 from .projection import (KRON_OUT_OFFSET, STREAM_VERSION, kronecker_factors, sketch, sketch_kronecker,

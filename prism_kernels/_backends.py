@@ -107,41 +107,60 @@ def backend_status() -> dict[str, str]:
     return {name: _unavailable_reason(name, None) or "available" for name in BACKENDS}
 
 
-_warned_fallbacks: set[str] = set()
+#: Which backends implement which low-level op (DESIGN §7): the one table every wrapper routes by.
+#: The Vendi grouped ops and the RBF mat-vec have no CUDA C++ kernel; Triton covers CUDA tensors.
+OPS: dict[str, tuple[str, ...]] = {
+    "grid_histogram": ("reference", "cpu", "triton", "cuda"),
+    "grid_cells": ("reference", "cpu", "triton", "cuda"),
+    "window_counts": ("reference", "cpu", "triton", "cuda"),
+    "gram_accumulate": ("reference", "cpu", "triton", "cuda"),
+    "grouped_gram": ("reference", "cpu", "triton"),
+    "grouped_frobenius_sq": ("reference", "cpu", "triton"),
+    "rbf_matvec": ("reference", "cpu", "triton"),
+    "sketch": ("reference", "cpu", "triton", "cuda"),
+}
+
+# Fastest first, per device type, for backend=None.
+_PREFERRED = {"cuda": ("cuda", "triton"), "cpu": ("cpu",)}
+
+_warned_fallbacks: set[tuple[str, str]] = set()
 
 
-def resolve(backend: str | None, device: torch.device) -> str:
-    """The backend an op on ``device`` runs with: ``backend`` itself (checked) or the default."""
+def check_backend(backend) -> str | None:
+    """``backend`` if it is None or a known name, else a ValueError listing the names."""
+    if backend is not None and (not isinstance(backend, str) or backend not in BACKENDS):
+        raise ValueError(f"backend must be one of {BACKENDS} or None, got {backend!r}")
+    return backend
+
+
+def resolve(backend: str | None, device: torch.device, op: str | None = None) -> str:
+    """The backend low-level ``op`` runs with on ``device``: ``backend`` itself (checked against
+    :data:`OPS` and this machine) or, for None, the fastest one the op has for the device (the
+    reference, with a one-time warning, when none is built). ``op=None``: any backend."""
+    have = OPS[op] if op is not None else BACKENDS
+    op = op or "this op"
+    check_backend(backend)
     if backend is not None:
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS} or None, got {backend!r}")
+        if backend not in have:
+            others = [b for b in have if b != "reference"]
+            raise BackendUnavailableError(f"backend {backend!r} is unavailable: {op} has no {backend!r} kernel "
+                                          f"(it has {', '.join(repr(b) for b in have)}"
+                                          + ("; use 'triton' for CUDA tensors)" if backend == "cuda"
+                                             and "triton" in others else ")"))
         reason = _unavailable_reason(backend, device)
         if reason is not None:
             raise BackendUnavailableError(f"backend {backend!r} is unavailable: {reason}")
         return backend
-    preferred = ("cuda", "triton") if device.type == "cuda" else ("cpu",) if device.type == "cpu" else ()
+    preferred = [name for name in _PREFERRED.get(device.type, ()) if name in have]
     for name in preferred:
         if _unavailable_reason(name, device) is None:
             return name
-    if device.type not in _warned_fallbacks:
-        _warned_fallbacks.add(device.type)
-        why = "; ".join(f"{n}: {_unavailable_reason(n, device)}" for n in preferred) or "no compiled backend"
-        warnings.warn(f"prism_kernels: no compiled backend for {device.type} tensors ({why}); "
+    if preferred and (device.type, op) not in _warned_fallbacks:
+        _warned_fallbacks.add((device.type, op))
+        why = "; ".join(f"{n}: {_unavailable_reason(n, device)}" for n in preferred)
+        warnings.warn(f"prism_kernels: no compiled backend for {op} on {device.type} tensors ({why}); "
                       f"using the pure-torch reference, which is slower", RuntimeWarning, stacklevel=3)
     return "reference"
-
-
-def resolve_without_cuda(caller: str, backend: str | None, device: torch.device) -> str:
-    """:func:`resolve` for the ops with no CUDA C++ kernel (``grouped_gram``, ``grouped_frobenius_sq``,
-    ``rbf_matvec``): an explicit ``"cuda"`` is an error naming ``caller``; where ``backend=None``
-    resolves to ``"cuda"``, Triton runs the op (the reference if Triton cannot)."""
-    if backend == "cuda":
-        raise BackendUnavailableError(f"{caller} has no 'cuda' kernel; use backend='triton' (CUDA tensors), "
-                                      f"'cpu' or 'reference'")
-    name = resolve(backend, device)
-    if name == "cuda":
-        return "triton" if _unavailable_reason("triton", device) is None else "reference"
-    return name
 
 
 def kernel(op: str, backend: str) -> Callable:

@@ -36,8 +36,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import projection as _sk
+from ._checks import check_choice
 
-KINDS = ("rademacher", "gaussian", "sparse", "kronecker")
+#: Kinds of :class:`GradientSketcher`: the projection kinds of :func:`prism_kernels.sketch`
+#: (``pk.SKETCH_KINDS``) plus the layer-wise Kronecker form.
+SKETCHER_KINDS = (*_sk.KINDS, "kronecker")
 _CHUNK_FLOATS = 1 << 24  # per-sample gradient floats formed at once (64 MiB)
 
 
@@ -89,13 +92,24 @@ class SketchBatch(tuple):
 
 def concat_sketches(batches) -> SketchBatch:
     """Concatenate :class:`SketchBatch` results; a ValueError if their metadata differ."""
-    batches = list(batches)
+    if isinstance(batches, SketchBatch) or isinstance(batches, (str, bytes)):
+        raise ValueError("batches must be a list (or other iterable) of SketchBatch, got a single "
+                         f"{type(batches).__name__}")
+    try:
+        batches = list(batches)
+    except TypeError:
+        raise ValueError(f"batches must be a list (or other iterable) of SketchBatch, got "
+                         f"{type(batches).__name__}") from None
     if not batches:
         raise ValueError("batches must not be empty")
     for i, b in enumerate(batches):
         if not isinstance(b, SketchBatch):
             raise ValueError(f"batches[{i}] is not a SketchBatch (its metadata is unknown)")
         batches[0].meta.check_compatible(b.meta)
+        if b.sketches.dim() != 2 or b.sketches.shape[1] != batches[0].sketches.shape[1] \
+                or b.finite.shape != (b.sketches.shape[0],):
+            raise ValueError(f"batches[{i}]: sketches {tuple(b.sketches.shape)} / finite {tuple(b.finite.shape)} "
+                             f"do not match batches[0]'s width {tuple(batches[0].sketches.shape[1:])}")
     return SketchBatch(torch.cat([b.sketches for b in batches]), torch.cat([b.finite for b in batches]),
                        batches[0].meta)
 
@@ -133,12 +147,17 @@ class GradientSketcher:
 
     def __init__(self, model: nn.Module, k: int = 1024, kind: str = "rademacher", seed: int = 0,
                  params: str | Callable[[str], bool] = "all", s: int = 4, backend: str | None = None):
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be an int >= 1, got {k!r}")
+        kind = check_choice(kind, "kind", SKETCHER_KINDS)
+        k = _sk.check_sketch_arg(k, "k")
+        seed = _sk.check_sketch_arg(seed, "seed")
+        s = _sk.check_sketch_arg(s, "s")
+        from ._backends import check_backend
+
+        check_backend(backend)
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model must be a torch.nn.Module (a causal LM), got {type(model).__name__}")
         self.model = model.eval()
-        self.k, self.kind, self.seed, self.s, self.backend = k, kind, int(seed), int(s), backend
+        self.k, self.kind, self.seed, self.s, self.backend = k, kind, seed, s, backend
         self.k_in, self.k_out = _sk.kronecker_factors(k) if kind == "kronecker" else (0, 0)
 
         names: dict[int, list[str]] = {}
@@ -201,10 +220,10 @@ class GradientSketcher:
         return h.hexdigest()[:16]
 
     # ------------------------------------------------------------------------------------------
-    def _add(self, acc: torch.Tensor, param: torch.Tensor, rows: torch.Tensor, offset: int = 0,
-             dense_kind: str | None = None) -> None:
-        """acc += sketch of per-sample gradient rows [B, n] at coordinates offset.. of param's block."""
-        kind = dense_kind or ("rademacher" if self.kind == "kronecker" else self.kind)
+    def _add(self, acc: torch.Tensor, param: torch.Tensor, rows: torch.Tensor, offset: int = 0) -> None:
+        """acc += sketch of per-sample gradient rows [B, n] at coordinates offset.. of param's block
+        (dense Rademacher for the parameters a Kronecker sketcher does not factor)."""
+        kind = "rademacher" if self.kind == "kronecker" else self.kind
         block = param_block(self.block_names[id(param)])
         acc += _sk.sketch(rows.to(torch.float32).contiguous(), self.k, kind, self.seed, block, offset, s=self.s,
                           backend=self.backend).to(acc.device)
@@ -234,7 +253,8 @@ class GradientSketcher:
         batch, dim = g.shape[0], g.shape[-1]
         if self.kind == "kronecker":
             block = param_block(self.block_names[id(w)])
-            acc += _sk.sketch_kronecker_embedding(ids, g, self.k_in, self.k_out, self.seed, block).to(acc.device)
+            acc += _sk.sketch_kronecker_embedding(ids, g, self.k_in, self.k_out, self.seed, block,
+                                                  backend=self.backend).to(acc.device)
             return
         unique, inverse = torch.unique(ids, return_inverse=True)
         rows = torch.zeros(batch, unique.numel(), dim, dtype=torch.float32, device=g.device)
@@ -250,8 +270,7 @@ class GradientSketcher:
     def _norm(self, acc, module: nn.Module, xhat: torch.Tensor, g: torch.Tensor) -> None:
         g = g.to(torch.float32)
         if module.weight is not None and id(module.weight) in self.selected:
-            self._add(acc, module.weight, (g * xhat.to(torch.float32)).sum(1).reshape(g.shape[0], -1),
-                      dense_kind="rademacher" if self.kind == "kronecker" else None)
+            self._add(acc, module.weight, (g * xhat.to(torch.float32)).sum(1).reshape(g.shape[0], -1))
         bias = getattr(module, "bias", None)
         if bias is not None and id(bias) in self.selected:
             self._add(acc, bias, g.sum(1).reshape(g.shape[0], -1))

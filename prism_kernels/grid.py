@@ -19,7 +19,8 @@ from . import _backends
 from ._checks import FLOAT_DTYPES as _FLOAT_DTYPES
 from ._checks import INT_DTYPES as _INT_DTYPES
 from ._checks import as_tensor as _as_tensor
-from ._checks import check_groups
+from ._checks import check_groups, check_int, check_real
+from ._checks import check_int_tuple as _int_tuple
 
 #: Most cells (groups x prod(bins)) one call may produce: 2**28 int64 counts = 2 GiB.
 MAX_GRID_CELLS = 1 << 28
@@ -31,26 +32,6 @@ WindowArg = int | Sequence[int]
 
 # ----------------------------------------------------------------------------------------------
 # argument checking
-
-
-def _int_tuple(value, length: int, name: str, minimum: int = 1) -> tuple[int, ...]:
-    if isinstance(value, (int, np.integer)):
-        items = [value] * length
-    else:
-        try:
-            items = list(value)
-        except TypeError:
-            raise ValueError(f"{name} must be an int or a sequence of {length} ints, got {value!r}") from None
-    if len(items) != length:
-        raise ValueError(f"{name} must be an int or a sequence of {length} ints, got {value!r}")
-    out = []
-    for item in items:
-        if isinstance(item, bool) or not isinstance(item, (int, np.integer)):
-            raise ValueError(f"{name} must contain ints, got {value!r}")
-        if int(item) < minimum:
-            raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-        out.append(int(item))
-    return tuple(out)
 
 
 def _check_points(points, name: str = "points") -> torch.Tensor:
@@ -82,6 +63,8 @@ class _Layout(NamedTuple):
 
 def _layout(points: torch.Tensor, groups, num_groups: int | None) -> _Layout:
     dims = points.shape[-1]
+    if groups is None and num_groups is not None:
+        raise ValueError("num_groups applies only with groups (ragged groups of [N, D] points)")
     if points.dim() == 3:
         if groups is not None:
             raise ValueError("groups must be None when points is batched [G, N, D]")
@@ -120,10 +103,19 @@ def _default_bounds(layout: _Layout, dims: int) -> torch.Tensor:
 
 
 def _check_bounds(bounds, num_groups: int, dims: int, device: torch.device) -> torch.Tensor:
+    if bounds is None:
+        raise ValueError(f"bounds must be given: [D, 2] = [{dims}, 2] or [G, D, 2] (lower, upper) per axis")
     if not isinstance(bounds, (torch.Tensor, np.ndarray)):
         # Python floats are float64: do not let torch round them through its float32 default.
-        bounds = torch.as_tensor(bounds, dtype=torch.float64)
-    b = _as_tensor(bounds, "bounds").to(device=device, dtype=torch.float64)
+        try:
+            bounds = torch.as_tensor(bounds, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(f"bounds must be [D, 2] = [{dims}, 2] or [G, D, 2] numbers (lower, upper) per "
+                             f"axis, not a ragged or non-numeric sequence: {bounds!r}") from None
+    b = _as_tensor(bounds, "bounds")
+    if not (b.dtype.is_floating_point or b.dtype in _INT_DTYPES):
+        raise ValueError(f"bounds must be real numbers, got {b.dtype}")
+    b = b.to(device=device, dtype=torch.float64)
     if b.shape == (dims, 2):
         b = b.unsqueeze(0).expand(num_groups, dims, 2)
     elif b.shape != (num_groups, dims, 2):
@@ -200,7 +192,7 @@ def grid_histogram(points, bins: BinsArg, bounds=None, groups=None, return_dropp
     else:
         bounds_t = _check_bounds(bounds, layout.num_groups, dims, pts.device)
     edges = _edges(bounds_t, bins_t)
-    name = _backends.resolve(backend, pts.device)
+    name = _backends.resolve(backend, pts.device, "grid_histogram")
     counts, dropped = _backends.kernel("grid_histogram", name)(
         layout.flat, layout.group_ids, edges, list(bins_t), layout.points_per_group)
     counts = _ungroup(counts.view(layout.num_groups, *bins_t), layout)
@@ -226,7 +218,7 @@ def grid_cells(points, bins: BinsArg, bounds, groups=None, *, num_groups: int | 
     layout = _layout(pts, groups, num_groups)
     _check_cells(layout.num_groups, bins_t)
     edges = _edges(_check_bounds(bounds, layout.num_groups, dims, pts.device), bins_t)
-    name = _backends.resolve(backend, pts.device)
+    name = _backends.resolve(backend, pts.device, "grid_cells")
     cells = _backends.kernel("grid_cells", name)(layout.flat, layout.group_ids, edges, list(bins_t),
                                                  layout.points_per_group)
     return cells.view(pts.shape[0], pts.shape[1]) if pts.dim() == 3 else cells
@@ -243,11 +235,16 @@ def _check_counts(counts, dims: int, name: str = "counts") -> torch.Tensor:
 
 
 def _window_tuple(window, dims: int | None) -> tuple[int, ...]:
+    if window is None or isinstance(window, (str, bytes, float)):
+        raise ValueError(f"window must be a tuple of 2 or 3 ints (cells per axis), got {window!r}")
     if isinstance(window, (int, np.integer)) and not isinstance(window, bool):
         if dims is None:
             raise ValueError("window must be a tuple of 2 or 3 ints here (its length gives D)")
         return _int_tuple(window, dims, "window")
-    items = tuple(window)
+    try:
+        items = tuple(window)
+    except TypeError:
+        raise ValueError(f"window must be a tuple of 2 or 3 ints (cells per axis), got {window!r}") from None
     if len(items) not in (2, 3) or (dims is not None and len(items) != dims):
         want = f"{dims}" if dims is not None else "2 or 3"
         raise ValueError(f"window must have {want} entries (one per grid axis), got {window!r}")
@@ -284,7 +281,7 @@ def window_counts(counts, window: Sequence[int], stride: WindowArg = 1, *,
         flat, win3, steps3 = flat.unsqueeze(1), (1, *win), (1, *steps)
     else:
         win3, steps3 = win, steps
-    name = _backends.resolve(backend, c.device)
+    name = _backends.resolve(backend, c.device, "window_counts")
     out = _backends.kernel("window_counts", name)(flat, list(win3), list(steps3))
     return out.reshape(*batch, *out.shape[-dims:])
 
@@ -375,8 +372,10 @@ def sparse_windows(counts, window: Sequence[int], stride: WindowArg = 1, thresho
     if c.dim() != dims:
         raise ValueError(f"counts must be one grid [*bins] of {dims} axes, got shape {tuple(c.shape)}")
     steps = _int_tuple(stride, dims, "stride")
-    if threshold is None and not 0.0 <= float(quantile) <= 1.0:
-        raise ValueError(f"quantile must be in [0, 1], got {quantile}")
+    if threshold is None:
+        quantile = check_real(quantile, "quantile", 0.0, 1.0)
+    else:
+        threshold = check_real(threshold, "threshold", finite=False)
     if (points is None) != (bounds is None):
         raise ValueError("points and bounds must be given together (members need the grid's bounds)")
     bins = tuple(c.shape)
@@ -434,8 +433,17 @@ def _window_members(points: torch.Tensor, bounds: torch.Tensor, bins: tuple[int,
     # Ascending point indices within each window.
     key = window_of * max(points.shape[0], 1) + member_points
     member_points = member_points[torch.argsort(key)]
+    # Offsets from the members actually gathered; they equal the window sums only when the points
+    # are the ones the counts were made from (with the same bounds).
+    found = torch.bincount(window_of, minlength=corners.shape[0])
     offsets = torch.zeros(corners.shape[0] + 1, dtype=torch.int64, device=device)
-    offsets[1:] = torch.cumsum(window_sums.to(torch.int64), 0)
+    offsets[1:] = torch.cumsum(found, 0)
+    differ = (found != window_sums.to(torch.int64)).nonzero().flatten()
+    if differ.numel():
+        m = int(differ[0])
+        raise ValueError(f"points: sparse window {m} (corner {corners[m].tolist()}) holds {int(found[m])} of the "
+                         f"given points but counts say {int(window_sums[m])}; pass the points and bounds the "
+                         f"counts were made from")
     return offsets, member_points
 
 
@@ -457,9 +465,12 @@ def seed_pairs(points, windows: SparseWindows, seed: int = 0) -> torch.Tensor:
     Returns:
         ``[M, 2]`` int64 global point indices (lower-face seed, upper-face seed).
     """
+    if not isinstance(windows, SparseWindows):
+        raise ValueError(f"windows must be the result of sparse_windows, got {type(windows).__name__}")
     if windows.offsets is None or windows.indices is None or windows.bounds is None:
         raise ValueError("windows must come from sparse_windows(..., points=..., bounds=...) so that "
                          "members are known")
+    seed = check_int(seed, "seed", 0, 1 << 64)
     pts = _check_points(points)
     dims = len(windows.window)
     if pts.dim() != 2 or pts.shape[1] != dims:
@@ -468,6 +479,13 @@ def seed_pairs(points, windows: SparseWindows, seed: int = 0) -> torch.Tensor:
     device = x.device
     n = x.shape[0]
     num_windows = windows.corners.shape[0]
+    members = windows.indices.to(device)
+    if windows.offsets.shape != (num_windows + 1,) or int(windows.offsets[-1]) != members.numel():
+        raise ValueError(f"windows: offsets (ending at {int(windows.offsets[-1])}) disagree with its "
+                         f"{members.numel()} member indices; build it with sparse_windows")
+    if members.numel() and int(members.max()) >= n:
+        raise ValueError(f"points: windows refer to point {int(members.max())} but only {n} points were given; "
+                         f"pass the points given to sparse_windows")
     result = torch.empty(num_windows, 2, dtype=torch.int64, device=device)
     if num_windows == 0:
         return result
@@ -481,9 +499,8 @@ def seed_pairs(points, windows: SparseWindows, seed: int = 0) -> torch.Tensor:
     box_lo = lo + windows.corners.to(torch.float64) * cell_width  # [M, D]
     box_hi = box_lo + window_size * cell_width
 
-    generator = torch.Generator().manual_seed(int(seed))
+    generator = torch.Generator().manual_seed(seed)
     priority = torch.randperm(n, generator=generator).to(device)  # tie-breaker per point
-    members = windows.indices.to(device)
     sizes = windows.offsets[1:] - windows.offsets[:-1]
     window_of = torch.repeat_interleave(torch.arange(num_windows, device=device), sizes.to(device))
     # Sort members by (window, coordinate on axis, priority): lexicographic through stable sorts.
@@ -495,23 +512,40 @@ def seed_pairs(points, windows: SparseWindows, seed: int = 0) -> torch.Tensor:
     last = windows.offsets[1:].to(device) - 1
     result[:, 0] = sorted_members[first.clamp(max=max(members.numel() - 1, 0))]
     result[:, 1] = sorted_members[last.clamp(min=0)]
-    for m in (sizes < 2).nonzero().flatten().tolist():
-        only = int(sorted_members[first[m]])
-        near_lower = bool(x[only, axis] - box_lo[m, axis] <= box_hi[m, axis] - x[only, axis])
-        face = 1 if near_lower else 0  # the face still without a seed
-        face_box_lo, face_box_hi = box_lo[m].clone(), box_hi[m].clone()
-        face_value = box_hi[m, axis] if face == 1 else box_lo[m, axis]
-        face_box_lo[axis] = face_value
-        face_box_hi[axis] = face_value
-        distance = (torch.clamp(face_box_lo - x, min=0) + torch.clamp(x - face_box_hi, min=0)).norm(dim=1)
-        inside = ((x >= box_lo[m]) & (x < box_hi[m])).all(dim=1)
-        distance = torch.where(inside | ~torch.isfinite(distance), torch.full_like(distance, float("inf")),
-                               distance)
-        distance[only] = float("inf")
-        best = torch.nonzero(distance == distance.min()).flatten()
-        if best.numel() == 0 or not bool(torch.isfinite(distance.min())):
-            other = only  # no other point exists: both seeds are the single member
-        else:
-            other = int(best[torch.argmin(priority[best])])
-        result[m] = torch.tensor([only, other] if near_lower else [other, only], device=device)
+    single = (sizes < 2).nonzero().flatten().to(device)  # [S] windows with one member
+    if single.numel():
+        result[single] = _single_member_pairs(x, priority, sorted_members[first[single]], box_lo[single],
+                                              box_hi[single], axis)
     return result
+
+
+def _single_member_pairs(x: torch.Tensor, priority: torch.Tensor, only: torch.Tensor, box_lo: torch.Tensor,
+                         box_hi: torch.Tensor, axis: int) -> torch.Tensor:
+    """Seed pairs ``[S, 2]`` of windows with one member ``only`` [S] and boxes ``[S, D]``: the member
+    keeps the face it is nearer to; the other face gets the nearest point outside the box (Euclidean
+    distance to the face, a D-1 dimensional box; ties by lowest priority), or the member itself when
+    no other point exists. All windows at once, in chunks that bound the [chunk, N, D] distances."""
+    n, dims = x.shape
+    near_lower = x[only, axis] - box_lo[:, axis] <= box_hi[:, axis] - x[only, axis]  # [S]
+    face_value = torch.where(near_lower, box_hi[:, axis], box_lo[:, axis])  # the face still without a seed
+    face_lo, face_hi = box_lo.clone(), box_hi.clone()
+    face_lo[:, axis] = face_value
+    face_hi[:, axis] = face_value
+    finite = torch.isfinite(x).all(dim=1)  # [N]
+    other = torch.empty_like(only)
+    chunk = max(1, (1 << 22) // max(n * dims, 1))
+    for c0 in range(0, only.shape[0], chunk):
+        c1 = min(only.shape[0], c0 + chunk)
+        xs = x.unsqueeze(0)  # [1, N, D]
+        gap = (face_lo[c0:c1, None] - xs).clamp_min(0) + (xs - face_hi[c0:c1, None]).clamp_min(0)
+        distance = gap.norm(dim=2)  # [c, N]
+        inside = ((xs >= box_lo[c0:c1, None]) & (xs < box_hi[c0:c1, None])).all(dim=2)  # [c, N]
+        excluded = inside | ~finite.unsqueeze(0) | ~torch.isfinite(distance)
+        excluded[torch.arange(c1 - c0, device=x.device), only[c0:c1]] = True
+        distance = torch.where(excluded, torch.full_like(distance, math.inf), distance)
+        best = distance.amin(dim=1, keepdim=True)  # [c, 1]
+        tied = (distance == best) & torch.isfinite(best)
+        rank = torch.where(tied, priority.unsqueeze(0), torch.full_like(distance, n, dtype=torch.int64))
+        pick = rank.argmin(dim=1)
+        other[c0:c1] = torch.where(torch.isfinite(best[:, 0]), pick, only[c0:c1])
+    return torch.stack([torch.where(near_lower, only, other), torch.where(near_lower, other, only)], dim=1)

@@ -13,25 +13,36 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 from . import _backends
+from ._checks import as_tensor, check_choice, check_int, describe
 
-#: Version of the random stream and of the matrix definitions. Bumped on any change to either.
+#: Version of the random stream and of the matrix definitions (this constant, cited by
+#: csrc/include/prism/philox.h). Bumped on any change to either.
 STREAM_VERSION = 1
+#: Projection kinds of :func:`sketch` (:class:`GradientSketcher` adds "kronecker").
 KINDS = ("rademacher", "gaussian", "sparse")
 _ROW_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _MAX_COORD = 1 << 63
+#: The limits of every sketch argument, in one place: [low, high) per name.
+LIMITS = {"k": (1, 1 << 31), "seed": (0, 1 << 64), "block": (0, 1 << 32), "s": (1, 1025)}
 
 
-def _check_int(value, name: str, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an int, got {value!r}")
-    value = int(value)
-    if not lo <= value < hi:
-        raise ValueError(f"{name} must be in [{lo}, {hi}), got {value}")
-    return value
+def check_sketch_arg(value, name: str) -> int:
+    """``value`` as an int within :data:`LIMITS` [name] (k, seed, block or s)."""
+    low, high = LIMITS[name]
+    return check_int(value, name, low, high)
+
+
+def _check_rows(rows, name: str) -> torch.Tensor:
+    """[B, P] float32 / bfloat16 / float16 rows (numpy arrays converted)."""
+    t = as_tensor(rows, name)
+    if t.dim() != 2:
+        raise ValueError(f"{name} must be [B, P], got shape {tuple(t.shape)}")
+    if t.dtype not in _ROW_DTYPES:
+        raise ValueError(f"{name} must be float32, bfloat16 or float16, got {t.dtype}")
+    return t
 
 
 def sketch_scale(k: int, kind: str, s: int = 4) -> float:
@@ -65,22 +76,14 @@ def sketch(rows, k: int, kind: str = "rademacher", seed: int = 0, block: int = 0
     Returns:
         [B, k] float32 on the rows' device. A non-finite entry of row b makes only out[b] non-finite.
     """
-    if isinstance(rows, np.ndarray):
-        rows = torch.from_numpy(np.ascontiguousarray(rows))
-    if not isinstance(rows, torch.Tensor):
-        raise ValueError(f"rows must be a torch tensor or numpy array, got {type(rows).__name__}")
-    if rows.dim() != 2:
-        raise ValueError(f"rows must be [B, P], got shape {tuple(rows.shape)}")
-    if rows.dtype not in _ROW_DTYPES:
-        raise ValueError(f"rows must be float32, bfloat16 or float16, got {rows.dtype}")
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    k = _check_int(k, "k", 1, 1 << 31)
-    seed = _check_int(seed, "seed", 0, 1 << 64)
-    block = _check_int(block, "block", 0, 1 << 32)
-    offset = _check_int(offset, "offset", 0, _MAX_COORD - rows.shape[1])
-    s = _check_int(s, "s", 1, 1025)
-    name = _backends.resolve(backend, rows.device)
+    rows = _check_rows(rows, "rows")
+    kind = check_choice(kind, "kind", KINDS)
+    k = check_sketch_arg(k, "k")
+    seed = check_sketch_arg(seed, "seed")
+    block = check_sketch_arg(block, "block")
+    offset = check_int(offset, "offset", 0, _MAX_COORD - rows.shape[1])
+    s = check_sketch_arg(s, "s")
+    name = _backends.resolve(backend, rows.device, "sketch")
     op_seed = seed - (1 << 64) if seed >= 1 << 63 else seed  # int64 two's complement for the op
     rows = rows.detach().contiguous()
     return _backends.kernel("sketch", name)(rows, k, kind, op_seed, block, offset, s, sketch_scale(k, kind, s))
@@ -94,7 +97,7 @@ KRON_OUT_OFFSET = 1 << 62
 
 def kronecker_factors(k: int) -> tuple[int, int]:
     """``(k_in, k_out)`` with ``k_in * k_out = k`` and ``k_in`` the largest divisor of k <= sqrt(k)."""
-    k = _check_int(k, "k", 1, 1 << 31)
+    k = check_sketch_arg(k, "k")
     k_in = max(d for d in range(1, math.isqrt(k) + 1) if k % d == 0)
     return k_in, k // k_in
 
@@ -118,24 +121,36 @@ def sketch_kronecker(activations, output_grads, k_in: int, k_out: int, seed: int
     Returns:
         [B, k_in * k_out] float32.
     """
-    a, g = activations, output_grads
-    if not isinstance(a, torch.Tensor) or a.dim() != 3:
-        raise ValueError(f"activations must be a [B, T, d_in] tensor, got {getattr(a, 'shape', type(a))}")
-    if not isinstance(g, torch.Tensor) or g.dim() != 3:
-        raise ValueError(f"output_grads must be a [B, T, d_out] tensor, got {getattr(g, 'shape', type(g))}")
+    a = _check_tokens(activations, "activations", "[B, T, d_in]")
+    g = _check_tokens(output_grads, "output_grads", "[B, T, d_out]")
     if a.shape[:2] != g.shape[:2]:
-        raise ValueError(f"activations {tuple(a.shape)} and output_grads {tuple(g.shape)} must share [B, T]")
-    k_in = _check_int(k_in, "k_in", 1, 1 << 31)
-    k_out = _check_int(k_out, "k_out", 1, 1 << 31)
+        raise ValueError(f"output_grads {tuple(g.shape)} must share [B, T] with activations {tuple(a.shape)}")
+    k_in = check_int(k_in, "k_in", *LIMITS["k"])
+    k_out = check_int(k_out, "k_out", *LIMITS["k"])
+    seed = check_sketch_arg(seed, "seed")
+    block = check_sketch_arg(block, "block")
     batch, steps = a.shape[:2]
+    if batch * steps == 0:  # no token: the gradient (and its sketch) is zero
+        _backends.resolve(backend, a.device, "sketch")
+        return torch.zeros(batch, k_out * k_in, dtype=torch.float32, device=a.device)
     pa = sketch(a.reshape(batch * steps, -1), k_in, "rademacher", seed, block, 0, backend=backend)
     pg = sketch(g.reshape(batch * steps, -1), k_out, "rademacher", seed, block, KRON_OUT_OFFSET, backend=backend)
     out = torch.bmm(pg.view(batch, steps, k_out).transpose(1, 2), pa.view(batch, steps, k_in))
     return out.reshape(batch, k_out * k_in)
 
 
+def _check_tokens(value, name: str, shape: str) -> torch.Tensor:
+    """A [B, T, d] float32 / bfloat16 / float16 tensor named ``name`` in errors."""
+    t = as_tensor(value, name)
+    if t.dim() != 3:
+        raise ValueError(f"{name} must be a {shape} tensor, got {describe(t)}")
+    if t.dtype not in _ROW_DTYPES:
+        raise ValueError(f"{name} must be float32, bfloat16 or float16, got {t.dtype}")
+    return t
+
+
 def sketch_kronecker_embedding(token_ids, output_grads, k_in: int, k_out: int, seed: int = 0,
-                               block: int = 0) -> torch.Tensor:
+                               block: int = 0, *, backend: str | None = None) -> torch.Tensor:
     """:func:`sketch_kronecker` of an embedding table ``[V, d]`` seen as a linear layer with one-hot
     inputs. The table's per-sample gradient is ``sum_t e_{token_t} g_t^T`` ``[V, d]``, laid out like a
     linear weight ``W [V, d]`` (vocabulary rows = output side, features = input side), so its sketch
@@ -145,6 +160,9 @@ def sketch_kronecker_embedding(token_ids, output_grads, k_in: int, k_out: int, s
     Args:
         token_ids: [B, T] int64.
         output_grads: [B, T, d] gradients with respect to the embedding's outputs.
+        k_in, k_out, seed, block: as in :func:`sketch_kronecker`.
+        backend: runs the feature-side sketch ``P_in g_t`` (as in :func:`sketch`); the few
+            vocabulary columns of ``P_out`` come from the stream directly.
 
     Returns:
         [B, k_in * k_out] float32, the sketch of the table's per-sample gradient with the same
@@ -152,11 +170,26 @@ def sketch_kronecker_embedding(token_ids, output_grads, k_in: int, k_out: int, s
     """
     from .reference.sketch import matrix_columns
 
-    batch, steps = token_ids.shape
-    g = output_grads.to(torch.float32)
+    ids = as_tensor(token_ids, "token_ids")
+    if ids.dim() != 2 or ids.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"token_ids must be an int64 [B, T] tensor, got {describe(ids)}")
+    g = _check_tokens(output_grads, "output_grads", "[B, T, d]")
+    if g.shape[:2] != ids.shape:
+        raise ValueError(f"output_grads {tuple(g.shape)} must share [B, T] with token_ids {tuple(ids.shape)}")
+    if ids.numel() and int(ids.min()) < 0:
+        raise ValueError(f"token_ids must be >= 0, got {int(ids.min())}")
+    k_in = check_int(k_in, "k_in", *LIMITS["k"])
+    k_out = check_int(k_out, "k_out", *LIMITS["k"])
+    seed = check_sketch_arg(seed, "seed")
+    block = check_sketch_arg(block, "block")
+    batch, steps = ids.shape
+    if batch * steps == 0:
+        _backends.resolve(backend, g.device, "sketch")
+        return torch.zeros(batch, k_out * k_in, dtype=torch.float32, device=g.device)
+    g = g.to(torch.float32)
     # W_b = sum_t e_{tok} g_t^T: rows (d_out side) are the vocabulary, columns (d_in side) the features.
-    pg = sketch(g.reshape(batch * steps, -1), k_in, "rademacher", seed, block, 0)  # P_in g_t  [BT, k_in]
-    unique, inverse = torch.unique(token_ids.reshape(-1).cpu(), return_inverse=True)
+    pg = sketch(g.reshape(batch * steps, -1), k_in, "rademacher", seed, block, 0, backend=backend)  # [BT, k_in]
+    unique, inverse = torch.unique(ids.reshape(-1).to(torch.int64).cpu(), return_inverse=True)
     cols = matrix_columns(k_out, "rademacher", seed, block, unique + KRON_OUT_OFFSET)  # [U, k_out]
     pe = (cols * torch.tensor(sketch_scale(k_out, "rademacher")))[inverse].to(g.device)  # P_out e_tok
     out = torch.bmm(pe.view(batch, steps, k_out).transpose(1, 2), pg.view(batch, steps, k_in))

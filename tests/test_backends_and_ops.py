@@ -79,14 +79,6 @@ def test_opcheck_grid_cells_and_window_counts():
 
 
 @needs_cpu
-def test_ops_are_not_differentiable():
-    pts, edges = _histogram_args()
-    pts.requires_grad_(True)
-    counts, dropped = torch.ops.prism.grid_histogram(pts, None, edges, [4, 5, 6], 257)
-    assert not counts.requires_grad and not dropped.requires_grad
-
-
-@needs_cpu
 def test_ops_trace_under_torch_compile():
     def density(points, edges):
         counts, _ = torch.ops.prism.grid_histogram(points, None, edges, [4, 5, 6], points.shape[0])

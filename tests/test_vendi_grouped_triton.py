@@ -218,16 +218,18 @@ def test_kernel_vendi_slq_triton_equals_reference():
 def test_cuda_backend_is_refused_and_default_on_cuda_takes_triton(monkeypatch):
     x = torch.randn(30, 4)
     groups = torch.arange(30) % 3
-    with pytest.raises(pk.BackendUnavailableError, match="grouped_vendi has no 'cuda' kernel"):
+    with pytest.raises(pk.BackendUnavailableError, match="grouped_gram has no 'cuda' kernel"):
         pk.grouped_vendi(x, groups, backend="cuda")
-    with pytest.raises(pk.BackendUnavailableError, match="kernel_vendi has no 'cuda' kernel"):
+    with pytest.raises(pk.BackendUnavailableError, match="grouped_frobenius_sq has no 'cuda' kernel"):
+        pk.grouped_vendi(x, groups, 2, backend="cuda")
+    with pytest.raises(pk.BackendUnavailableError, match="rbf_matvec has no 'cuda' kernel"):
         pk.kernel_vendi(x, bandwidth=1.0, method="slq", backend="cuda")
-    # backend=None on a CUDA device with the CUDA library built resolves to "cuda": these ops then
-    # go to Triton (runnable here through the interpreter)
-    monkeypatch.setattr(_backends, "resolve", lambda backend, device: "cuda")
-    used = []
-    kernel = _backends.kernel
-    monkeypatch.setattr(_backends, "kernel", lambda op, name: used.append((op, name)) or kernel(op, name))
-    pk.grouped_vendi(x, groups, 2)
-    pk.kernel_vendi(x, bandwidth=1.0, method="slq", probes=2, steps=2)
-    assert set(used) == {("grouped_frobenius_sq", "triton"), ("rbf_matvec", "triton")}
+    # backend=None on a CUDA device where every backend is available: the op x backend table sends
+    # the ops without a CUDA C++ kernel to Triton, the others to CUDA
+    monkeypatch.setattr(_backends, "_unavailable_reason", lambda name, device: None)
+    cuda = torch.device("cuda")
+    for op, have in _backends.OPS.items():
+        assert _backends.resolve(None, cuda, op) == ("cuda" if "cuda" in have else "triton")
+        assert _backends.resolve(None, torch.device("cpu"), op) == "cpu"
+    assert {op for op, have in _backends.OPS.items() if "cuda" not in have} == \
+        {"grouped_gram", "grouped_frobenius_sq", "rbf_matvec"}

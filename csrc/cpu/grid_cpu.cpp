@@ -67,6 +67,12 @@ GridArgs check_grid_args(const at::Tensor& points, const std::optional<at::Tenso
     args.num_cells *= bins[d];
   }
   TORCH_CHECK(args.num_groups * args.num_cells < (int64_t{1} << 32) - 1, "more than 2^32 - 2 cells in all groups");
+  {
+    const double* e = edges.data_ptr<double>();
+    for (int64_t gd = 0; gd < args.num_groups * dims; ++gd)
+      TORCH_CHECK(grid::edges_valid(e + gd * edges.size(2), bins[gd % dims]), "edges[", gd / dims, ", ",
+                  gd % dims, "] must be finite and non-decreasing");
+  }
   if (group_ids.has_value()) {
     const at::Tensor& g = *group_ids;
     TORCH_CHECK(g.dim() == 1 && g.size(0) == args.num_points && g.scalar_type() == at::kLong &&
@@ -112,8 +118,13 @@ struct AxisTables {
   }
 };
 
+// Cell of a point whose group id is outside [0, G): it is counted nowhere (neither in a cell nor
+// in a group's dropped count) and its grid_cells entry is -1, as on every backend.
+constexpr int64_t kBadGroup = -2;
+
 // Cells of points [begin, end): row-major within the point's group grid, plus `global` ? g * C : 0,
-// or -1 for a dropped point. Batched groups go one segment at a time so each segment has fixed
+// -1 for a dropped point, or (global only) kBadGroup for a point with a group id outside [0, G).
+// Batched groups go one segment at a time so each segment has fixed
 // tables (and the AVX2 loop for float32); ragged groups look their tables up per point.
 template <typename T>
 void point_cells(const T* points, int64_t begin, int64_t end, const GridArgs& args, const AxisTables<T>& tables,
@@ -123,6 +134,10 @@ void point_cells(const T* points, int64_t begin, int64_t end, const GridArgs& ar
   if (args.group_ids != nullptr) {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t g = args.group_ids[i];
+      if (g < 0 || g >= args.num_groups) {
+        cells[i - begin] = global ? kBadGroup : -1;
+        continue;
+      }
       const int64_t cell = grid::cell_of<T>(points + i * dims, dims, axes + g * dims);
       cells[i - begin] = cell < 0 || !global ? cell : g * args.num_cells + cell;
     }
@@ -177,7 +192,7 @@ void histogram_private(const T* pts, const GridArgs& args, const AxisTables<T>& 
         for (int64_t j = 0; j < count; ++j) {
           if (cells[j] >= 0)
             ++hist[cells[j]];
-          else
+          else if (cells[j] == -1)
             ++partial_lost[t][group_of(args, start + j)];
         }
       }
@@ -239,7 +254,7 @@ void histogram_bucketed(const T* pts, const GridArgs& args, const AxisTables<T>&
               ++histogram[block[j] >> kBucketShift];
             } else {
               cells[lo + j] = kDroppedCell;
-              ++task_lost[t][group_of(args, base + lo + j)];
+              if (block[j] == -1) ++task_lost[t][group_of(args, base + lo + j)];
             }
           }
         }

@@ -387,6 +387,9 @@ at::Tensor gram_accumulate_cpu(at::Tensor& gram, const at::Tensor& x, const std:
   if (weights.has_value()) {
     w = weights->to(at::kDouble).contiguous();
     TORCH_CHECK(w.dim() == 1 && w.size(0) == n, "gram_accumulate: weights must be [n] with n = ", n);
+    // a negative or NaN weight would turn its row's square root into NaN entries of the Gram
+    TORCH_CHECK(n == 0 || (at::isfinite(w) & w.ge(0)).all().item<bool>(),
+                "gram_accumulate: weights must be finite and >= 0");
     wp = w.data_ptr<double>();
   }
   at::Tensor status = at::empty({2}, x.options().dtype(at::kLong));

@@ -19,6 +19,7 @@
 
 #include "../ops/ops.h"
 #include "grid_kernels.h"
+#include "prism/grid.h"
 #include "prism/thresholds.h"
 
 namespace prism {
@@ -89,7 +90,8 @@ BinningLayout check_binning_arguments(const char* op, const at::Tensor& points,
     TORCH_CHECK(ids.dim() == 1 && ids.size(0) == layout.num_points, op,
                 ": group_ids must be [N] with N = ", layout.num_points, ", got ", ids.sizes());
     TORCH_CHECK(ids.is_contiguous(), op, ": group_ids must be contiguous");
-    // Ids outside [0, G) are not checked here (that would synchronise); the kernels skip them.
+    // Ids outside [0, G) are not checked here (that would synchronise): as on every backend, such a
+    // point is counted nowhere (no cell, no dropped count) and its cell is -1.
     layout.group_ids = ids.const_data_ptr<int64_t>();
   } else {
     TORCH_CHECK(layout.num_points == 0 ||
@@ -116,6 +118,9 @@ at::Tensor build_axis_rows(const at::Tensor& edges, const BinningLayout& layout,
   const double* edge_data = host_edges.const_data_ptr<double>();
   scalar_t* row_data = host_rows.mutable_data_ptr<scalar_t>();
   const int64_t grain = 1 + 16384 / (dims * edges_per_axis);  // groups per task
+  for (int64_t axis_row = 0; axis_row < num_groups * dims; ++axis_row)
+    TORCH_CHECK(grid::edges_valid(edge_data + axis_row * edges_per_axis, layout.bins[axis_row % dims]),
+                "edges[", axis_row / dims, ", ", axis_row % dims, "] must be finite and non-decreasing");
 
   at::parallel_for(0, num_groups, grain, [&](int64_t group_begin, int64_t group_end) {
     for (int64_t axis_row = group_begin * dims; axis_row < group_end * dims; ++axis_row) {

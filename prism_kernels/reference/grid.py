@@ -10,6 +10,11 @@ the edges are ``e[i] = fl(fl(i * step) + lo)`` for ``i < n`` with ``step = (hi -
 float64, exact for every accepted dtype) is kept iff ``e[0] <= x <= e[n]``; its bin is the largest
 ``b <= n - 1`` with ``e[b] <= x``. NaN and ±Inf are never kept.
 
+Out-of-range group ids (the same contract on every backend): a point whose group id is outside
+``[0, G)`` is ignored: it is counted in no cell and in no group's dropped count, and its cell is -1.
+The public wrappers reject such ids before any backend runs; the low-level ops only must not read
+or write out of bounds. Edges must be finite and non-decreasing (checked by every backend).
+
 Shared shapes:
     points    [N, D]         float32 or float64, contiguous, D in {1, 2, 3}
     group_ids [N] int64      group of each point, or ``None``: point i is in group i // points_per_group
@@ -22,6 +27,8 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+
+from .._checks import check_grid_op, check_window_op
 
 
 def _group_of_points(n_points: int, group_ids: torch.Tensor | None, points_per_group: int,
@@ -39,8 +46,13 @@ def grid_cells(points: torch.Tensor, group_ids: torch.Tensor | None, edges: torc
         cells [N] int64: row-major cell index within the point's group grid, or -1 for a point that
         is non-finite or outside its group's bounds on any axis.
     """
+    check_grid_op(points, group_ids, edges, bins, points_per_group)
     n_points, dims = points.shape
+    if edges.shape[0] == 0:  # no group: every id is out of range
+        return torch.full((n_points,), -1, dtype=torch.int64, device=points.device)
     group = _group_of_points(n_points, group_ids, points_per_group, points.device)
+    valid_group = (group >= 0) & (group < edges.shape[0])
+    group = torch.where(valid_group, group, torch.zeros_like(group))  # looked up, then discarded
     coords = points.to(torch.float64)
     cells = torch.zeros(n_points, dtype=torch.int64, device=points.device)
     kept = torch.ones(n_points, dtype=torch.bool, device=points.device)
@@ -54,11 +66,11 @@ def grid_cells(points: torch.Tensor, group_ids: torch.Tensor | None, edges: torc
         for g in torch.unique(group).tolist():
             members = group == g
             index[members] = torch.searchsorted(axis_edges[g], x[members], right=True)
-        on_upper_edge = x == axis_edges[group, n] if n_points else x.bool()
+        on_upper_edge = x == axis_edges[group, n] if n_points and edges.shape[0] else x.bool()
         index = index - on_upper_edge.to(torch.int64)
         kept &= finite & (index >= 1) & (index <= n)
         cells = cells * n + (index - 1)
-    return torch.where(kept, cells, torch.full_like(cells, -1))
+    return torch.where(kept & valid_group, cells, torch.full_like(cells, -1))
 
 
 def grid_histogram(points: torch.Tensor, group_ids: torch.Tensor | None, edges: torch.Tensor,
@@ -75,10 +87,11 @@ def grid_histogram(points: torch.Tensor, group_ids: torch.Tensor | None, edges: 
         num_cells *= int(n)
     group = _group_of_points(points.shape[0], group_ids, points_per_group, points.device)
     cells = grid_cells(points, group_ids, edges, bins, points_per_group)
+    valid_group = (group >= 0) & (group < num_groups)
     kept = cells >= 0
     flat = group[kept] * num_cells + cells[kept]
     counts = torch.bincount(flat, minlength=num_groups * num_cells).view(num_groups, num_cells)
-    dropped = torch.bincount(group[~kept], minlength=num_groups)
+    dropped = torch.bincount(group[~kept & valid_group], minlength=num_groups)
     return counts, dropped
 
 
@@ -98,6 +111,7 @@ def window_counts(counts: torch.Tensor, window: Sequence[int], stride: Sequence[
     Returns:
         [B, o0, o1, o2] int64 with o_i = (n_i - w_i) // s_i + 1.
     """
+    check_window_op(counts, window, stride)
     batch, n0, n1, n2 = counts.shape
     sat = torch.zeros(batch, n0 + 1, n1 + 1, n2 + 1, dtype=torch.int64, device=counts.device)
     sat[:, 1:, 1:, 1:] = counts.to(torch.int64).cumsum(1).cumsum(2).cumsum(3)

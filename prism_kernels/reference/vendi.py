@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import torch
 
+from .._checks import check_gram_op, check_grouped_op
+
 #: Status codes of ``gram_accumulate``'s second output entry.
 STATUS_OK = 0
 STATUS_NONFINITE = 1
@@ -26,18 +28,25 @@ STATUS_ZERO_NORM = 2
 
 
 def _scaled_rows(x: torch.Tensor, weights: torch.Tensor | None, normalize: bool):
-    """[n, d] float64 rows y_i, and (first bad row, status) or (-1, 0)."""
+    """[n, d] float64 rows y_i, and (first bad row, status) or (-1, 0).
+
+    Norms are taken of the rows divided by their largest magnitude, ``||x|| = big * ||x / big||``,
+    so that squares neither overflow (float64 entries near 1e155 and above) nor underflow (below
+    about 1e-150); a row whose norm is below 1 / DBL_MAX has no finite scale and counts as zero.
+    """
     y = x.to(torch.float64)
-    sq = (y * y).sum(dim=1)  # [n]
     bad = ~torch.isfinite(y).all(dim=1)
     if bool(bad.any()):
         return None, (int(bad.nonzero()[0, 0]), STATUS_NONFINITE)
-    scale = torch.ones_like(sq)
+    scale = torch.ones(y.shape[0], dtype=torch.float64, device=y.device)
     if normalize:
-        zero = sq == 0
+        big = y.abs().amax(dim=1) if y.shape[1] else torch.zeros_like(scale)  # [n]
+        unit = y / torch.where(big > 0, big, 1.0)[:, None]
+        norm = big * torch.sqrt((unit * unit).sum(dim=1))
+        zero = ~(1.0 / norm <= torch.finfo(torch.float64).max)  # 0 (or subnormal) norm
         if bool(zero.any()):
             return None, (int(zero.nonzero()[0, 0]), STATUS_ZERO_NORM)
-        scale = 1.0 / torch.sqrt(sq)
+        scale = 1.0 / norm
     if weights is not None:
         scale = scale * torch.sqrt(weights.to(torch.float64))
     return y * scale[:, None], (-1, STATUS_OK)
@@ -55,6 +64,7 @@ def gram_accumulate(gram: torch.Tensor, x: torch.Tensor, weights: torch.Tensor |
         exact: ignored here (the reference is float64 throughout).
     """
     del exact
+    check_gram_op(gram, x, weights)
     y, (row, status) = _scaled_rows(x, weights, normalize)
     if y is not None and y.shape[0]:
         block = torch.tril(y.T @ y)
@@ -77,8 +87,11 @@ def grouped_gram(x: torch.Tensor, order: torch.Tensor, offsets: torch.Tensor, si
     Group g with ``n_g <= d`` gets ``Y_g Y_g^T`` (n_g x n_g, its rows in ``order``), otherwise
     ``Y_g^T Y_g`` (d x d); the rest of its ``size x size`` slot is zero.
     """
+    check_grouped_op(x, order, offsets)
     d = x.shape[1]
     groups = offsets.shape[0] - 1
+    if groups and size < max(1, int((offsets[1:] - offsets[:-1]).clamp(max=d).max())):
+        raise ValueError(f"size = {size} must be >= max_g min(n_g, d) and >= 1")
     out = torch.zeros(groups, size, size, dtype=torch.float64, device=x.device)
     y = x.to(torch.float64)
     if normalize:
@@ -101,6 +114,7 @@ def grouped_frobenius_sq(x: torch.Tensor, order: torch.Tensor, offsets: torch.Te
                          normalize: bool) -> torch.Tensor:
     """``[G]`` float64: ``||Y_g^T Y_g||_F^2 = ||Y_g Y_g^T||_F^2`` of every group (0 when empty);
     arguments as in :func:`grouped_gram`."""
+    check_grouped_op(x, order, offsets)
     d = x.shape[1]
     counts = offsets[1:] - offsets[:-1]
     size = max(1, int(counts.clamp(max=d).max())) if counts.numel() else 1

@@ -27,6 +27,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .._checks import check_gram_op
+
 BLOCK_R = 16
 BLOCK_D = 64
 BLOCK_T = 32
@@ -39,23 +41,35 @@ def _row_scale_kernel(x_ptr, w_ptr, scale_ptr, status_ptr, n, d, stride_r, strid
                       BLOCK_D: tl.constexpr):
     rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     rmask = rows < n
-    sq = tl.zeros([BLOCK_R], dtype=tl.float64)
+    # two passes: the largest magnitude of every row, then the squares of the row divided by it,
+    # so that no square overflows or underflows (||x|| = big * ||x / big||, as the other backends)
+    big = tl.zeros([BLOCK_R], dtype=tl.float64)
     nonfinite = tl.zeros([BLOCK_R], dtype=tl.int32)
     for k0 in range(0, d, BLOCK_D):
         cols = k0 + tl.arange(0, BLOCK_D)
         m = rmask[:, None] & (cols < d)[None, :]
         v = tl.load(x_ptr + rows[:, None] * stride_r + cols[None, :] * stride_c, mask=m, other=0.0)
         v = v.to(tl.float64)
-        sq += tl.sum(v * v, axis=1)
         bad = (v != v) | (v == float("inf")) | (v == -float("inf"))
         nonfinite = tl.maximum(nonfinite, tl.max(bad.to(tl.int32), axis=1))
+        big = tl.maximum(big, tl.max(tl.where(bad, 0.0, tl.abs(v)), axis=1))
+    inv = 1.0 / tl.where(big > 0, big, 1.0)
+    sq = tl.zeros([BLOCK_R], dtype=tl.float64)
+    for k0 in range(0, d, BLOCK_D):
+        cols = k0 + tl.arange(0, BLOCK_D)
+        m = rmask[:, None] & (cols < d)[None, :]
+        v = tl.load(x_ptr + rows[:, None] * stride_r + cols[None, :] * stride_c, mask=m, other=0.0)
+        u = v.to(tl.float64) * inv[:, None]
+        sq += tl.sum(u * u, axis=1)
+    norm = big * tl.sqrt(sq)
     w = tl.full([BLOCK_R], 1.0, dtype=tl.float64)
     if HAS_W:
         w = tl.load(w_ptr + rows, mask=rmask, other=1.0).to(tl.float64)
     if NORMALIZE:
-        safe = tl.where(sq > 0, sq, 1.0)
-        scale = tl.sqrt(w) / tl.sqrt(safe)
-        status = tl.where(nonfinite > 0, 1, tl.where(sq == 0, 2, 0))
+        # a zero (or subnormal, below 1 / DBL_MAX) norm has no finite scale: status 2
+        tiny = norm < 5.562684646268003e-309
+        scale = tl.sqrt(w) / tl.where(tiny, 1.0, norm)
+        status = tl.where(nonfinite > 0, 1, tl.where(tiny, 2, 0))
     else:
         scale = tl.sqrt(w)
         status = tl.where(nonfinite > 0, 1, 0)
@@ -91,9 +105,10 @@ def _gram_kernel(x_ptr, scale_ptr, gram_ptr, tile_i_ptr, tile_j_ptr, n, d, strid
     tl.store(ptrs, g + acc, mask=out)
 
 
-def gram_accumulate_forward(gram: torch.Tensor, x: torch.Tensor, weights: torch.Tensor | None,
+def gram_accumulate(gram: torch.Tensor, x: torch.Tensor, weights: torch.Tensor | None,
                             normalize: bool, exact: bool) -> torch.Tensor:
     """Launch both kernels; returns int64 ``[2]`` = (first bad row or -1, status)."""
+    check_gram_op(gram, x, weights)
     n, d = x.shape
     status = torch.tensor([-1, 0], dtype=torch.int64, device=x.device)
     if n == 0 or d == 0:
@@ -116,9 +131,3 @@ def gram_accumulate_forward(gram: torch.Tensor, x: torch.Tensor, weights: torch.
     _gram_kernel[(len(pairs),)](x, scale, gram, tile_i, tile_j, n, d, x.stride(0), x.stride(1),
                                 EXACT=exact, BLOCK_T=BLOCK_T, BLOCK_K=BLOCK_K)
     return status
-
-
-def gram_accumulate(gram: torch.Tensor, x: torch.Tensor, weights: torch.Tensor | None, normalize: bool,
-                    exact: bool) -> torch.Tensor:
-    """Same signature and semantics as :func:`prism_kernels.reference.vendi.gram_accumulate`."""
-    return gram_accumulate_forward(gram, x, weights, normalize, exact)

@@ -20,6 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._checks import check_grid_op
 from ._binning import _point_cell, _point_group, padded_bins, search_steps
 
 BLOCK = 256
@@ -39,9 +40,10 @@ def _grid_cells_kernel(points_ptr, group_ids_ptr, edges_ptr, cells_ptr, n_points
     tl.store(cells_ptr + offs, tl.where(kept, cell, -1), mask=in_range)
 
 
-def grid_cells_forward(points: torch.Tensor, group_ids: torch.Tensor | None, edges: torch.Tensor,
+def grid_cells(points: torch.Tensor, group_ids: torch.Tensor | None, edges: torch.Tensor,
                        bins: Sequence[int], points_per_group: int) -> torch.Tensor:
     """Launch :func:`_grid_cells_kernel`; returns ``cells [N] int64`` on ``points.device``."""
+    check_grid_op(points, group_ids, edges, bins, points_per_group)
     n_points, dims = points.shape
     cells = torch.empty(n_points, dtype=torch.int64, device=points.device)
     if n_points == 0:
@@ -57,12 +59,3 @@ def grid_cells_forward(points: torch.Tensor, group_ids: torch.Tensor | None, edg
                              D=dims, STEPS=search_steps(bins[:dims]), HAS_GROUP_IDS=has_ids,
                              BLOCK=BLOCK)
     return cells
-
-
-def grid_cells(points: torch.Tensor, group_ids: torch.Tensor | None, edges: torch.Tensor,
-               bins: Sequence[int], points_per_group: int) -> torch.Tensor:
-    """Cell of every point in its group's grid; ``-1`` for non-finite or out-of-bounds points.
-
-    Same signature and output as :func:`prism_kernels.reference.grid.grid_cells`.
-    """
-    return grid_cells_forward(points, group_ids, edges, bins, points_per_group)

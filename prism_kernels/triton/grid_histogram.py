@@ -20,6 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._checks import check_grid_op
 from ._binning import _point_cell, _point_group, padded_bins, search_steps
 
 BLOCK = 256
@@ -53,10 +54,11 @@ def _grid_histogram_kernel(points_ptr, group_ids_ptr, edges_ptr, counts_ptr, dro
             tl.atomic_add(dropped_ptr + g, ones, mask=drop)
 
 
-def grid_histogram_forward(points: torch.Tensor, group_ids: torch.Tensor | None,
+def grid_histogram(points: torch.Tensor, group_ids: torch.Tensor | None,
                            edges: torch.Tensor, bins: Sequence[int],
                            points_per_group: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Launch :func:`_grid_histogram_kernel`; returns ``(counts [G, C], dropped [G])`` int64."""
+    check_grid_op(points, group_ids, edges, bins, points_per_group)
     n_points, dims = points.shape
     num_groups = edges.shape[0]
     num_cells = 1
@@ -77,12 +79,3 @@ def grid_histogram_forward(points: torch.Tensor, group_ids: torch.Tensor | None,
                                  edges.shape[2], D=dims, STEPS=search_steps(bins[:dims]),
                                  HAS_GROUP_IDS=has_ids, BLOCK=BLOCK)
     return counts, dropped
-
-
-def grid_histogram(points: torch.Tensor, group_ids: torch.Tensor | None, edges: torch.Tensor,
-                   bins: Sequence[int], points_per_group: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Point counts per cell for every group, and dropped points per group.
-
-    Same signature and outputs as :func:`prism_kernels.reference.grid.grid_histogram`.
-    """
-    return grid_histogram_forward(points, group_ids, edges, bins, points_per_group)

@@ -37,7 +37,7 @@ def _grouped_frobenius_kernel(x_ptr, order_ptr, offsets_ptr, scale_ptr, tile_i_p
     tl.store(partial_ptr + g * pairs + pair, weight * tl.sum(tl.sum(acc * acc, axis=1), axis=0))
 
 
-def grouped_frobenius_sq_forward(x: torch.Tensor, order: torch.Tensor, offsets: torch.Tensor,
+def grouped_frobenius_sq(x: torch.Tensor, order: torch.Tensor, offsets: torch.Tensor,
                                  normalize: bool) -> torch.Tensor:
     """Validate, launch both kernels; returns ``[G]`` float64."""
     counts = check_grouped_args("grouped_frobenius_sq", x, order, offsets, normalize)
@@ -54,9 +54,3 @@ def grouped_frobenius_sq_forward(x: torch.Tensor, order: torch.Tensor, offsets: 
         x, order, offsets, scale, tile_i, tile_j, partial, d, pairs, x.stride(0), x.stride(1),
         NORMALIZE=normalize, BLOCK_T=BLOCK_T, BLOCK_K=BLOCK_K)
     return partial.sum(dim=1)
-
-
-def grouped_frobenius_sq(x: torch.Tensor, order: torch.Tensor, offsets: torch.Tensor,
-                         normalize: bool) -> torch.Tensor:
-    """Same signature and semantics as :func:`prism_kernels.reference.vendi.grouped_frobenius_sq`."""
-    return grouped_frobenius_sq_forward(x, order, offsets, normalize)

@@ -178,7 +178,7 @@ def lower_tile_pairs(side: int, device: torch.device) -> tuple[torch.Tensor, tor
             torch.tensor([p[1] for p in pairs], dtype=torch.int32, device=device))
 
 
-def grouped_gram_forward(x: torch.Tensor, order: torch.Tensor, offsets: torch.Tensor, size: int,
+def grouped_gram(x: torch.Tensor, order: torch.Tensor, offsets: torch.Tensor, size: int,
                          normalize: bool) -> torch.Tensor:
     """Validate, launch both kernels; returns ``[G, size, size]`` float64."""
     counts = check_grouped_args("grouped_gram", x, order, offsets, normalize)
@@ -199,9 +199,3 @@ def grouped_gram_forward(x: torch.Tensor, order: torch.Tensor, offsets: torch.Te
         x, order, offsets, scale, tile_i, tile_j, out, d, size, pairs, x.stride(0), x.stride(1),
         NORMALIZE=normalize, BLOCK_T=BLOCK_T, BLOCK_K=BLOCK_K)
     return out
-
-
-def grouped_gram(x: torch.Tensor, order: torch.Tensor, offsets: torch.Tensor, size: int,
-                 normalize: bool) -> torch.Tensor:
-    """Same signature and semantics as :func:`prism_kernels.reference.vendi.grouped_gram`."""
-    return grouped_gram_forward(x, order, offsets, size, normalize)

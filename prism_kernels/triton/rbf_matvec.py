@@ -61,7 +61,7 @@ def _rbf_matvec_kernel(x_ptr, v_ptr, out_ptr, n, d, m, gamma: tl.float64, stride
     tl.store(out_ptr + rows[:, None] * m + vcols[None, :], acc, mask=rm[:, None] & vm[None, :])
 
 
-def rbf_matvec_forward(x: torch.Tensor, v: torch.Tensor, gamma: float) -> torch.Tensor:
+def rbf_matvec(x: torch.Tensor, v: torch.Tensor, gamma: float) -> torch.Tensor:
     """Validate, launch :func:`_rbf_matvec_kernel`; returns ``[n, m]`` float64."""
     if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.dtype not in FLOAT_DTYPES:
         raise ValueError(f"rbf_matvec: x must be a float16 / bfloat16 / float32 / float64 [n, d] tensor, "
@@ -83,9 +83,3 @@ def rbf_matvec_forward(x: torch.Tensor, v: torch.Tensor, gamma: float) -> torch.
     _rbf_matvec_kernel[grid](x, v, out, n, d, m, float(gamma), x.stride(0), x.stride(1), v.stride(0),
                              v.stride(1), BLOCK_I=BLOCK_I, BLOCK_J=BLOCK_J, BLOCK_D=BLOCK_D, BLOCK_V=block_v)
     return out
-
-
-def rbf_matvec(x: torch.Tensor, v: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Same signature and semantics as :func:`prism_kernels.reference.kernel_vendi.rbf_matvec` (without
-    its ``tile``: the kernel's tiles are fixed)."""
-    return rbf_matvec_forward(x, v, gamma)

@@ -154,7 +154,7 @@ def _sketch_kernel(rows_ptr, out_ptr, batch, width, k, seed, block, offset, scal
              mask=(offs_b[:, None] < batch) & (offs_k[None, :] < k))
 
 
-def sketch_forward(rows: torch.Tensor, k: int, kind: str, seed: int, block: int, offset: int, s: int,
+def sketch(rows: torch.Tensor, k: int, kind: str, seed: int, block: int, offset: int, s: int,
                    scale: float) -> torch.Tensor:
     """Launch :func:`_sketch_kernel`; returns ``[B, k]`` float32 on ``rows.device``."""
     batch, width = rows.shape
@@ -171,9 +171,3 @@ def sketch_forward(rows: torch.Tensor, k: int, kind: str, seed: int, block: int,
                          KIND=_KINDS[kind], S=int(s) if kind == "sparse" else 1, BLOCK_B=BLOCK_B,
                          BLOCK_K=BLOCK_K, BLOCK_P=BLOCK_P, enable_fp_fusion=False)
     return out
-
-
-def sketch(rows: torch.Tensor, k: int, kind: str, seed: int, block: int, offset: int, s: int,
-           scale: float) -> torch.Tensor:
-    """Same signature and output as :func:`prism_kernels.reference.sketch.sketch`."""
-    return sketch_forward(rows, k, kind, seed, block, offset, s, scale)

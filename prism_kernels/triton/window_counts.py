@@ -26,6 +26,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .._checks import check_window_op
+
 BLOCK = 256
 SCAN_BLOCK_L = 32
 SCAN_BLOCK_C = 128
@@ -95,9 +97,10 @@ def _scan_(sat: torch.Tensor, outer: int, length: int, inner: int) -> None:
         sat, n_cols, length, inner, BLOCK_L=block_l, BLOCK_C=block_c)
 
 
-def window_counts_forward(counts: torch.Tensor, window: Sequence[int],
+def window_counts(counts: torch.Tensor, window: Sequence[int],
                           stride: Sequence[int]) -> torch.Tensor:
     """Build the summed-area table (3 scan launches) and launch :func:`_window_counts_kernel`."""
+    check_window_op(counts, window, stride)
     batch, n0, n1, n2 = counts.shape
     w0, w1, w2 = (int(w) for w in window)
     s0, s1, s2 = (int(s) for s in stride)
@@ -116,11 +119,3 @@ def window_counts_forward(counts: torch.Tensor, window: Sequence[int],
         sat, out, total, o0, o1, o2, w0, w1, w2, s0, s1, s2, m1 * m2, m2, m0 * m1 * m2,
         BLOCK=BLOCK)
     return out
-
-
-def window_counts(counts: torch.Tensor, window: Sequence[int], stride: Sequence[int]) -> torch.Tensor:
-    """Sums over every valid window (size ``window``, step ``stride``) of ``counts [B, n0, n1, n2]``.
-
-    Same signature and output as :func:`prism_kernels.reference.grid.window_counts`.
-    """
-    return window_counts_forward(counts, window, stride)

@@ -44,6 +44,16 @@ PRISM_HOST_DEVICE PRISM_INLINE int32_t bin_of(T x, const Axis<T>& axis) {
   return b;
 }
 
+// Whether one axis's edges e[0..n] can be binned against: finite and non-decreasing. NaN edges
+// would make the backends disagree (each compares differently), so the ops reject them.
+PRISM_HOST_DEVICE PRISM_INLINE bool edges_valid(const double* e, int64_t n) {
+  for (int64_t i = 0; i <= n; ++i) {
+    if (!(e[i] - e[i] == 0.0)) return false;  // NaN or +-inf
+    if (i > 0 && !(e[i - 1] <= e[i])) return false;
+  }
+  return true;
+}
+
 // Row-major cell of a D-dimensional point, or -1 if it is dropped on any axis.
 template <typename T>
 PRISM_HOST_DEVICE PRISM_INLINE int64_t cell_of(const T* point, int32_t dims, const Axis<T>* axes) {

@@ -2,8 +2,8 @@
 // random stream behind every sketch, identical on the CPU, in CUDA and in Triton (tl.philox with
 // uint32 counter words). Torch-free, integer-only, host and device.
 //
-// Stream version 1 (prism_kernels.sketch.STREAM_VERSION). Changing anything here changes every
-// sketch ever made; the golden vectors in tests/test_sketch_stream.py pin it.
+// Stream version 1 (prism_kernels.projection.STREAM_VERSION, exported as pk.STREAM_VERSION).
+// Changing anything here changes every sketch ever made; the golden vectors in tests/test_sketch_stream.py pin it.
 #pragma once
 
 #include <cstdint>

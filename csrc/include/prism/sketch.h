@@ -79,11 +79,6 @@ PRISM_HOST_DEVICE PRISM_INLINE float sign_of_bit(uint32_t bit) {
   return bits_to_float(0x3f800000u | ((bit & 1u) << 31));
 }
 
-// Rademacher entry of column i given the words of group i / 128.
-PRISM_HOST_DEVICE PRISM_INLINE float rademacher_from_words(const philox::Words& w, int64_t i) {
-  return sign_of_bit(w.w[(i >> 5) & 3] >> (i & 31));
-}
-
 // Float32 constants, written as doubles and rounded once (Triton rounds Python floats the same way).
 #define PRISM_F32(x) static_cast<float>(x)
 
@@ -159,20 +154,6 @@ PRISM_HOST_DEVICE PRISM_INLINE void box_muller(uint32_t a, uint32_t b, float* co
 PRISM_HOST_DEVICE PRISM_INLINE void gaussian_group(const philox::Words& w, float* out4) {
   box_muller(w.w[0], w.w[1], out4 + 0, out4 + 1);
   box_muller(w.w[2], w.w[3], out4 + 2, out4 + 3);
-}
-
-// Gaussian entry of column i given the words of group i / 4.
-PRISM_HOST_DEVICE PRISM_INLINE float gaussian_from_words(const philox::Words& w, int64_t i) {
-  float four[4];
-  gaussian_group(w, four);
-  return four[i & 3];
-}
-
-// Unscaled dense entry M[i, j] (for tests and simple kernels; tiles share words between columns).
-PRISM_HOST_DEVICE PRISM_INLINE float dense_entry(Kind kind, const Key& key, uint64_t j, int64_t i) {
-  if (kind == Kind::kRademacher)
-    return rademacher_from_words(words(key, j, static_cast<uint32_t>(i >> 7)), i);
-  return gaussian_from_words(words(key, j, static_cast<uint32_t>(i >> 2)), i);
 }
 
 // Sparse nonzero t of column j: its row in [0, k) and its sign (+-1.0f).

@@ -30,33 +30,41 @@ PRISM_HOST_DEVICE PRISM_INLINE double dot(const T* u, const T* v, int64_t d) {
 }
 
 // Scale s of one row so that y = s * x: sqrt(w) / ||x|| (normalize) or sqrt(w).
-// The sum of squares is taken in double, so float32 / half rows cannot overflow it; a float64 row
-// whose squares overflow is rescaled by its largest magnitude first. Returns a Status.
+// The sum of squares is taken in double, so float32 / half rows cannot overflow it. A row whose
+// squares overflow (float64 entries near 1e155 and above) or underflow into the subnormals (below
+// about 1e-140, where squaring loses digits and 1e-170 squares to 0) is divided by its largest
+// magnitude before squaring: ||x|| = big * ||x / big||. Returns a Status.
+constexpr double kMaxSquares = 1.7976931348623157e308;
+constexpr double kMinSquares = 1e-280;  // sums below this lose precision (DBL_MIN * 2^53 ~ 2e-292)
+
 template <typename T>
 PRISM_HOST_DEVICE PRISM_INLINE int32_t row_scale(const T* row, int64_t d, double weight, bool normalize,
                                                  double* scale) {
   const double sq = dot(row, row, d);
-  if (!(sq <= 1.7976931348623157e308)) {  // NaN or +inf: a non-finite value, or overflow
+  if (!(sq <= kMaxSquares) || (normalize && sq < kMinSquares)) {  // NaN, overflow or (near) underflow
     double big = 0.0;
     for (int64_t k = 0; k < d; ++k) {
       const double v = static_cast<double>(row[k]);
       if (!(v - v == 0.0)) return kNonFinite;  // NaN or +-inf
       big = fabs(v) > big ? fabs(v) : big;
     }
+    if (big == 0.0) {
+      if (normalize) return kZeroNorm;
+      *scale = sqrt(weight);
+      return kOk;
+    }
     double scaled = 0.0;
     for (int64_t k = 0; k < d; ++k) {
       const double v = static_cast<double>(row[k]) / big;
       scaled += v * v;
     }
-    *scale = normalize ? sqrt(weight) / (big * sqrt(scaled)) : sqrt(weight);
+    const double norm = big * sqrt(scaled);
+    // a subnormal row (norm below 1 / DBL_MAX) has no finite scale: reported like a zero row
+    if (normalize && !(1.0 / norm <= kMaxSquares)) return kZeroNorm;
+    *scale = normalize ? sqrt(weight) / norm : sqrt(weight);
     return kOk;
   }
-  if (normalize) {
-    if (sq == 0.0) return kZeroNorm;
-    *scale = sqrt(weight) / sqrt(sq);
-  } else {
-    *scale = sqrt(weight);
-  }
+  *scale = normalize ? sqrt(weight) / sqrt(sq) : sqrt(weight);
   return kOk;
 }
 

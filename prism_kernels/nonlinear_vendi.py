@@ -42,7 +42,8 @@ from typing import NamedTuple
 import torch
 
 from . import _backends
-from .vendi import _check_q, _check_rows, _entropy_score, vendi_score
+from ._checks import check_choice, check_int, check_q, check_real, check_rows
+from .vendi import PRECISION_BOUND, _entropy_score, noise_floor, vendi_score
 
 KERNELS = ("rbf", "cosine")
 METHODS = ("auto", "exact", "slq", "rff")
@@ -61,10 +62,8 @@ class KernelVendi(NamedTuple):
     samples: int  #: probes (slq) or feature draws (rff); 0 for the exact methods
 
 
-def _check_int(value, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
+#: Smallest RBF bandwidth: below it ``gamma = 1 / (2 bandwidth^2)`` overflows float64.
+MIN_BANDWIDTH = 1e-150
 
 
 def _score_and_stderr(trace: torch.Tensor, q: float) -> tuple[float, float]:
@@ -120,7 +119,8 @@ def _lanczos_quadrature(matvec, n: int, probes: int, steps: int, gen: torch.Gene
             off = beta[:size - 1, p]
             t += torch.diag(off, 1) + torch.diag(off, -1)
         theta, u = torch.linalg.eigh(t)
-        theta = theta.clamp_min(0.0)
+        # Ritz values that are rounding noise (PSD operator) would blow up under l^q for q < 1
+        theta = noise_floor(theta, size, PRECISION_BOUND["exact"])
         if q == 1.0:
             f = torch.where(theta > 0, -theta * torch.log(torch.where(theta > 0, theta, 1.0)), 0.0)
         else:
@@ -137,7 +137,8 @@ def kernel_vendi(X, kernel: str = "rbf", bandwidth: float | None = None, method:
     Args:
         X: ``[n, d]`` float16 / bfloat16 / float32 / float64 rows (numpy arrays accepted; finite).
         kernel: ``"rbf"`` or ``"cosine"`` (exact dual form via :func:`vendi_score`).
-        bandwidth: the RBF ``sigma`` (> 0; required for ``"rbf"``, not accepted for ``"cosine"``).
+        bandwidth: the RBF ``sigma`` (finite, >= ``MIN_BANDWIDTH`` = 1e-150; required for ``"rbf"``,
+            not accepted for ``"cosine"``).
         method: ``"auto"``, ``"exact"``, ``"slq"`` or ``"rff"`` (see the module docstring).
         q: order: 1 (default) or any number > 0; ``"inf"`` for the exact methods only.
         seed: seeds the private generator of the probes / features (no global RNG is touched).
@@ -152,23 +153,19 @@ def kernel_vendi(X, kernel: str = "rbf", bandwidth: float | None = None, method:
     Returns:
         :class:`KernelVendi` ``(score, stderr, method, samples)``.
     """
-    x = _check_rows(X, "X")
+    x = check_rows(X, "X")
     n, d = x.shape
     if n == 0:
         raise ValueError("X: no rows: the Vendi score of an empty set is undefined")
-    if kernel not in KERNELS:
-        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    qf = _check_q(q)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an int, got {seed!r}")
-    _check_int(probes, "probes", 1)
-    _check_int(steps, "steps", 1)
-    _check_int(features, "features", 1)
-    _check_int(draws, "draws", 1)
-    if backend is not None and backend not in _backends.BACKENDS:
-        raise ValueError(f"backend must be one of {_backends.BACKENDS} or None, got {backend!r}")
+    kernel = check_choice(kernel, "kernel", KERNELS)
+    method = check_choice(method, "method", METHODS)
+    qf = check_q(q)
+    seed = check_int(seed, "seed", 0, 1 << 64)
+    check_int(probes, "probes", 1)
+    check_int(steps, "steps", 1)
+    check_int(features, "features", 1)
+    check_int(draws, "draws", 1)
+    _backends.check_backend(backend)
     if kernel == "cosine":
         if bandwidth is not None:
             raise ValueError("bandwidth applies to kernel='rbf' only; pass bandwidth=None for 'cosine'")
@@ -178,9 +175,9 @@ def kernel_vendi(X, kernel: str = "rbf", bandwidth: float | None = None, method:
         if not bool(torch.isfinite(x).all()):
             raise ValueError("X contains NaN or Inf")
         return KernelVendi(vendi_score(x, q, precision="exact", backend=backend), 0.0, "dual", 0)
-    if bandwidth is None or isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float)) \
-            or not (bandwidth > 0) or math.isinf(bandwidth):
-        raise ValueError(f"bandwidth must be a finite number > 0 for kernel='rbf', got {bandwidth!r}")
+    if bandwidth is None:
+        raise ValueError("bandwidth must be given (a finite number > 0) for kernel='rbf'")
+    bandwidth = check_real(bandwidth, "bandwidth", MIN_BANDWIDTH)
     if method == "auto":
         method = "exact" if n <= AUTO_EXACT_ROWS else "slq"
     if method == "exact" and n > MAX_EXACT_ROWS:
@@ -193,19 +190,20 @@ def kernel_vendi(X, kernel: str = "rbf", bandwidth: float | None = None, method:
         bad = int((~torch.isfinite(x64).all(dim=1)).nonzero()[0, 0])
         raise ValueError(f"X: row {bad} contains NaN or Inf")
     x64 = x64 - x64.mean(dim=0)  # RBF is translation invariant; centring shrinks the cancellation
-    gamma = 1.0 / (2.0 * float(bandwidth) ** 2)
+    gamma = 0.5 / bandwidth / bandwidth  # finite for bandwidth >= MIN_BANDWIDTH
     gen = torch.Generator().manual_seed(seed)
 
     if method == "exact":
         from .reference.kernel_vendi import rbf_gram
 
-        lam = torch.linalg.eigvalsh(rbf_gram(x64, gamma) / n).clamp_min(0.0)
+        # float64 kernel matrix: eigenvalues below 1e-12 of ||K / n||_F are rounding noise
+        lam = noise_floor(torch.linalg.eigvalsh(rbf_gram(x64, gamma) / n), n, PRECISION_BOUND["exact"])
         if qf == 2.0:
             return KernelVendi(float(1.0 / (lam * lam).sum()), 0.0, "exact", 0)
         return KernelVendi(float(_entropy_score(lam, qf)), 0.0, "exact", 0)
 
     if method == "slq":
-        name = _backends.resolve_without_cuda("kernel_vendi", backend, x64.device)
+        name = _backends.resolve(backend, x64.device, "rbf_matvec")
         op = _backends.kernel("rbf_matvec", name)
         xc = x64.contiguous()
         trace = _lanczos_quadrature(lambda v: op(xc, v, gamma) / n, n, probes, steps, gen, qf, x64.device)
@@ -238,4 +236,4 @@ def kernel_vendi(X, kernel: str = "rbf", bandwidth: float | None = None, method:
     return KernelVendi(float(est.mean()), math.hypot(spread, allowance), "rff", draws)
 
 
-__all__ = ["AUTO_EXACT_ROWS", "KERNELS", "KernelVendi", "MAX_EXACT_ROWS", "METHODS", "kernel_vendi"]
+__all__ = ["AUTO_EXACT_ROWS", "KERNELS", "KernelVendi", "MAX_EXACT_ROWS", "METHODS", "MIN_BANDWIDTH", "kernel_vendi"]
