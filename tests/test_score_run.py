@@ -115,7 +115,8 @@ def test_gvendi_state_and_novelty_match_independent_computation(base):
     assert g["q2"] == pytest.approx(1.0 / (lam ** 2).sum().item(), rel=1e-9)
     assert g["inf"] == pytest.approx(1.0 / lam.max().item(), rel=1e-9)
     state = pk.VendiState.load(run / "state.safetensors")  # the merged state is a loadable VendiState
-    assert state.rows == 24 and state.score(1) == g["q1"]
+    assert state.rows == 24 and state.score(1) == g["q1"] and state.score("inf") == g["inf"]
+    assert state.score(2) == g["q2"]
     # each shard's own state is in state.safetensors too
     st = load_file(run / "state.safetensors")
     assert st["shard_gram"].shape == (6, 32 * 33 // 2) and st["shard_count"].tolist() == [4.0] * 6

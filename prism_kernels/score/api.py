@@ -192,6 +192,9 @@ def _score_locked(run, cfg, dataset, tokenizer, fieldmap, chash, overwrite, prog
         done = run.done_shards(chash)
         todo = [s for s in shard_ids if s not in done]
         rows_done = sum(info.shards[s][1] - info.shards[s][0] for s in done)
+        if done and (progress or print_result):
+            console.print(f"resuming {escape(str(out_dir))}: {len(done)} of {len(shard_ids)} shards "
+                          f"({rows_done:,} rows) already done", highlight=False, soft_wrap=True)
         sketched_now = 0
         timing = None
         t_sketch = time.perf_counter()
