@@ -62,9 +62,16 @@ class ShardWorker:
 
         if threads:
             torch.set_num_threads(int(threads))
+        from ..data import DataError
         from ..score.runner import ShardContext
 
-        self.context = ShardContext.from_run_dir(run_dir, device=device)
+        self.context, self.error = None, None
+        try:
+            self.context = ShardContext.from_run_dir(run_dir, device=device)
+        except DataError as exc:
+            # A user mistake (data or model not found on this node, ...): reported with each shard. Raised
+            # here, Ray Data would retry the actor and then report an ActorDiedError with the traceback as text.
+            self.error = str(exc)
 
     def __call__(self, batch: dict) -> dict:
         """Runs the shards of one batch (``batch_size=1``: one shard).
@@ -72,16 +79,30 @@ class ShardWorker:
         Args:
             batch: ``{"shard": [b] int64}``.
 
-        Returns: ``{"shard": [b] int64, "result": [b] str}``, each result a ``ShardResult`` as JSON (the
-        shard's files are already written, atomically, when it is returned).
+        Returns: ``{"shard": [b] int64, "result": [b] str, "error": [b] str}``: each result a ``ShardResult``
+        as JSON (the shard's files are already written, atomically, when it is returned), or "" and the
+        one-line message of the user mistake (a DataError) that stopped the shard. A DataError travels as
+        data because Ray Data wraps exceptions from a UDF into a UserCodeException that keeps only the text.
+        Any other exception is raised (the run stops with Ray's error).
         """
         import numpy as np
 
+        from ..data import DataError
         from ..score.runner import run_shard
 
         shards = [int(s) for s in batch["shard"]]
-        results = [json.dumps(run_shard(self.context, s).to_json()) for s in shards]
-        return {"shard": np.asarray(shards, dtype=np.int64), "result": np.asarray(results, dtype=object)}
+        results, errors = [], []
+        for s in shards:
+            try:
+                if self.error is not None:
+                    raise DataError(self.error)
+                results.append(json.dumps(run_shard(self.context, s).to_json()))
+                errors.append("")
+            except DataError as exc:
+                results.append("")
+                errors.append(str(exc) or type(exc).__name__)
+        return {"shard": np.asarray(shards, dtype=np.int64), "result": np.asarray(results, dtype=object),
+                "error": np.asarray(errors, dtype=object)}
 
 
 def _resource(x: float) -> float:
@@ -150,25 +171,6 @@ def _connect(address: str | None) -> bool:
     return True
 
 
-def _user_error(exc: BaseException):
-    """The DataError (a user mistake) inside a Ray / Ray Data exception chain, or None."""
-    from ..data import DataError
-
-    stack, seen = [exc], set()
-    while stack:
-        e = stack.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        cause = getattr(e, "cause", None)  # RayTaskError keeps the worker's exception here
-        if isinstance(cause, DataError) and type(cause) is not type(e):
-            return cause
-        if isinstance(e, DataError) and not hasattr(e, "cause"):
-            return e
-        stack += [cause, e.__cause__, e.__context__]
-    return None
-
-
 def run(run_dir, shard_ids: Sequence[int], *, workers: int = 1, gpus_per_worker: float | None = None,
         address: str | None = None, device: str | None = None, on_done: Callable, on_rows: Callable | None = None):
     """Runs the given shards of a planned run directory on Ray Data (``score_dataset(engine="ray")``).
@@ -210,8 +212,9 @@ def run(run_dir, shard_ids: Sequence[int], *, workers: int = 1, gpus_per_worker:
     run_dir = str(Path(run_dir).resolve())
     started = _connect(address)
     ctx = ray.data.DataContext.get_current()
-    data_log = logging.getLogger("ray.data")
-    saved = (ctx.enable_progress_bars, data_log.level)
+    data_log, bars_log = logging.getLogger("ray.data"), logging.getLogger("ray.data._internal.progress")
+    saved = (ctx.enable_progress_bars, data_log.level, bars_log.level)
+    rows = None
     try:
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         res = plan_resources(ray.cluster_resources(), [n.get("Resources", {}).get("CPU", 0.0) for n in nodes],
@@ -219,6 +222,7 @@ def run(run_dir, shard_ids: Sequence[int], *, workers: int = 1, gpus_per_worker:
                              device=device)
         ctx.enable_progress_bars = False  # the CLI draws its own bar (rows/s, ETA)
         data_log.setLevel(max(data_log.getEffectiveLevel(), logging.WARNING))  # no per-run INFO lines
+        bars_log.setLevel(logging.ERROR)  # nor "Progress bars disabled"
         ds = ray.data.from_items([{"shard": s} for s in shard_ids], override_num_blocks=len(shard_ids))
         # a fixed pool of `actors` (Ray >= 2.51 spells concurrency=N this way); one task in flight per
         # actor, so a shard waits for a free actor rather than in a busy one's queue
@@ -228,21 +232,21 @@ def run(run_dir, shard_ids: Sequence[int], *, workers: int = 1, gpus_per_worker:
             num_cpus=res["num_cpus"], num_gpus=res["num_gpus"] or None,
             fn_constructor_kwargs={"run_dir": run_dir, "device": res["device"], "threads": res["threads"],
                                    "cwd": os.getcwd()})
-        try:
-            for row in ds.iter_rows():
-                result = ShardResult(**json.loads(row["result"]))
-                on_done(result)
-                timing.compute_s += result.seconds
-                if on_rows is not None:
-                    on_rows(result.rows)
-        except Exception as exc:  # noqa: BLE001 - a user mistake inside an actor becomes its one line
-            user = _user_error(exc)
-            if user is not None:
-                raise _error(str(user).strip().splitlines()[0]) from None
-            raise
+        rows = iter(ds.iter_rows())  # results in the order they finish (preserve_order is off)
+        for row in rows:
+            if row["error"]:  # a user mistake found by a worker: one line, like the local engine's
+                raise _error(str(row["error"]).strip().splitlines()[0])
+            result = ShardResult(**json.loads(row["result"]))
+            on_done(result)
+            timing.compute_s += result.seconds
+            if on_rows is not None:
+                on_rows(result.rows)
     finally:
+        if rows is not None and hasattr(rows, "close"):
+            rows.close()  # stops the dataset's execution (and its actors) when leaving early
         ctx.enable_progress_bars = saved[0]
         data_log.setLevel(saved[1])
+        bars_log.setLevel(saved[2])
         if started:
             ray.shutdown()
     timing.wall_s = time.perf_counter() - t0
