@@ -24,9 +24,7 @@ Nothing here reads the data or runs the model; it only reads ``sketches/shard-*`
 from __future__ import annotations
 
 import json
-import math
 import struct
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -221,10 +219,6 @@ def gvendi(run) -> dict:
 
     state = pk.VendiState.load(run.state_path)
     return {"q1": state.score(1), "q2": state.score(2), "inf": state.score("inf")}, state
-
-
-def finite_or_none(x):
-    return x if x is None or math.isfinite(x) else None
 
 
 def spectrum_of(state) -> list[float]:
