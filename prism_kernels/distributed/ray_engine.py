@@ -127,7 +127,8 @@ def plan_resources(cluster: dict, node_cpus: Sequence[float], *, workers: int, n
     nothing for Ray Data's own tasks and the pool stalls (DESIGN.md §4: 2 CPUs, 2 actors of 1 CPU hang).
     ``threads`` is the actor's share of the cores (cores / actors, at most one node's cores).
 
-    Raises: DataError when GPUs are asked for and the cluster has fewer than one worker's share.
+    Raises: DataError when GPUs are asked for and the cluster has fewer than one worker's share, or the
+    run's device is "cuda" and no GPU would be reserved.
     """
     actors = max(1, min(int(workers), int(n_shards)))
     cpus = float(cluster.get("CPU", 0.0))
@@ -139,6 +140,10 @@ def plan_resources(cluster: dict, node_cpus: Sequence[float], *, workers: int, n
     if gpus > 0 and gpus_avail < gpus:
         raise _error(f"--gpus-per-worker {gpus:g}: the Ray cluster has {gpus_avail:g} GPUs "
                      f"(pass --gpus-per-worker 0 to run the proxies on CPUs)")
+    if gpus == 0 and device == "cuda":
+        raise _error("--device cuda: no GPU is reserved for the Ray workers (the cluster has "
+                     f"{gpus_avail:g} GPUs and --gpus-per-worker is {gpus:g}); pass --gpus-per-worker or "
+                     "--device cpu")
     node_max = max([float(c) for c in node_cpus] or [cpus]) or 1.0
     num_cpus = _resource(min(cpus / (actors + 1), node_max)) if cpus > 0 else 0.0
     threads = max(1, int(min(cpus / actors, node_max))) if cpus > 0 else 1
