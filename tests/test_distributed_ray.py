@@ -263,7 +263,7 @@ def test_actor_resources_leave_room_on_two_cores():
                           device="cuda")["num_gpus"] == 0.5
     with pytest.raises(DataError, match="--gpus-per-worker 1: the Ray cluster has 0 GPUs"):
         plan_resources({"CPU": 8.0}, [8.0], workers=2, n_shards=12, gpus_per_worker=1, device="cpu")
-    with pytest.raises(DataError, match="--device cuda: no GPU is reserved"):
+    with pytest.raises(DataError, match="the run's device is cuda .* no GPU is reserved"):
         plan_resources({"CPU": 8.0}, [8.0], workers=2, n_shards=12, gpus_per_worker=None, device="cuda")
 
 

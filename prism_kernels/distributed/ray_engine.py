@@ -141,9 +141,9 @@ def plan_resources(cluster: dict, node_cpus: Sequence[float], *, workers: int, n
         raise _error(f"--gpus-per-worker {gpus:g}: the Ray cluster has {gpus_avail:g} GPUs "
                      f"(pass --gpus-per-worker 0 to run the proxies on CPUs)")
     if gpus == 0 and device == "cuda":
-        raise _error("--device cuda: no GPU is reserved for the Ray workers (the cluster has "
-                     f"{gpus_avail:g} GPUs and --gpus-per-worker is {gpus:g}); pass --gpus-per-worker or "
-                     "--device cpu")
+        raise _error("--device: the run's device is cuda (asked for, or found by --device auto on this machine) "
+                     f"but no GPU is reserved for the Ray workers (the cluster has {gpus_avail:g} GPUs, "
+                     f"--gpus-per-worker {gpus:g}); pass --gpus-per-worker 1, or --device cpu")
     node_max = max([float(c) for c in node_cpus] or [cpus]) or 1.0
     num_cpus = _resource(min(cpus / (actors + 1), node_max)) if cpus > 0 else 0.0
     threads = max(1, int(min(cpus / actors, node_max))) if cpus > 0 else 1
@@ -164,6 +164,8 @@ def _connect(address: str | None) -> bool:
     common = dict(logging_level=logging.WARNING, log_to_driver=False)
     if address:
         env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
+        if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ:
+            env = {}  # a driver of `ray job submit`: the job's own runtime_env applies, unchanged
         try:
             ray.init(address=address, runtime_env={"env_vars": env} if env else None, **common)
         except (ConnectionError, TimeoutError, ValueError, RuntimeError) as exc:
