@@ -214,7 +214,7 @@ def run(run_dir, shard_ids: Sequence[int], *, workers: int = 1, gpus_per_worker:
         import ray
         import ray.data
     except ImportError:
-        raise _error("--engine ray needs Ray Data: pip install 'prism-kernels[ray]' (or use --engine local)") \
+        raise _error("--engine ray needs Ray Data: pip install 'prism_kernels[ray]' (or use --engine local)") \
             from None
     run_dir = str(Path(run_dir).resolve())
     started = _connect(address)
