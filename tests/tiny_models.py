@@ -47,13 +47,15 @@ def gsm8k_records(n: int = 400, path: Path | None = None) -> list[dict]:
         return [json.loads(line) for _, line in zip(range(n), f)]
 
 
-def tiny_tokenizer(tmp_path, chat_template: bool = True, vocab_size: int = 512, n_texts: int = 400):
+def tiny_tokenizer(tmp_path, chat_template: bool = True, vocab_size: int = 512, n_texts: int = 400,
+                   bos: bool = False):
     """Trains a byte-level BPE on GSM8K questions+answers and saves it as a PreTrainedTokenizerFast.
 
     With `chat_template=True` it has the Qwen2.5 chat template, eos "<|im_end|>" and pad "<|endoftext|>"
     (as Qwen2.5-Instruct); without, no template and eos = pad = "<|endoftext|>". Returns the tokenizer
     loaded back with `AutoTokenizer.from_pretrained(directory)`; `tokenizer.name_or_path` is the directory
-    (tmp_path / "tokenizer-chat" or "tokenizer-plain").
+    (tmp_path / "tokenizer-chat" or "tokenizer-plain", with "-bos" appended when `bos`). With `bos=True`
+    the tokenizer also has a BOS token "<s>" that it prepends with add_special_tokens=True (Llama style).
     """
     import tokenizers
     import transformers
@@ -62,12 +64,17 @@ def tiny_tokenizer(tmp_path, chat_template: bool = True, vocab_size: int = 512, 
     bpe = tokenizers.Tokenizer(tokenizers.models.BPE())
     bpe.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = tokenizers.decoders.ByteLevel()
-    trainer = tokenizers.trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+    specials = SPECIAL_TOKENS + (["<s>"] if bos else [])
+    trainer = tokenizers.trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
                                              show_progress=False,
                                              initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
     bpe.train_from_iterator((r["question"] + "\n" + r["answer"] for r in records), trainer)
-    path = Path(tmp_path) / ("tokenizer-chat" if chat_template else "tokenizer-plain")
+    path = Path(tmp_path) / (("tokenizer-chat" if chat_template else "tokenizer-plain") + ("-bos" if bos else ""))
     kwargs = dict(tokenizer_object=bpe, pad_token="<|endoftext|>", padding_side="left")
+    if bos:
+        bpe.post_processor = tokenizers.processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bpe.token_to_id("<s>"))])
+        kwargs["bos_token"] = "<s>"
     if chat_template:
         tok = transformers.PreTrainedTokenizerFast(eos_token="<|im_end|>", **kwargs)
         tok.chat_template = QWEN25_CHAT_TEMPLATE
