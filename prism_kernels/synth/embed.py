@@ -52,8 +52,12 @@ def load_student(model, tokenizer=None, *, device: str = "cpu", dtype: str | tor
     if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
         path = str(model)
         torch_dtype = dtype if isinstance(dtype, torch.dtype) or dtype == "auto" else getattr(torch, dtype)
-        model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype,
-                                                                  trust_remote_code=trust_remote_code)
+        try:
+            model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype,
+                                                                      trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as error:  # no such model / not a causal LM architecture
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise StudentError(f"student {path}: cannot load it as a causal LM ({first})") from None
     if tokenizer is None:
         if path is None:
             path = getattr(getattr(model, "config", None), "_name_or_path", None)

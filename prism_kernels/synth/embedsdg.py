@@ -31,10 +31,11 @@ import torch
 
 import prism_kernels as pk
 
-from .embed import Embedder, StudentError, check_embeddable, interpolate
+from .embed import Embedder, StudentError, check_embeddable, interpolate, load_student
 from .embedsdg_prompts import COPY_PROMPT
 
-__all__ = ["DensityMap", "Decoder", "density_map", "in_window", "interpolated_embeddings"]
+__all__ = ["DatasetSource", "DensityMap", "Decoder", "ExampleSource", "ListSource", "SeedExample", "add_embedsdg_arguments",
+           "density_map", "example_text", "in_window", "interpolated_embeddings", "run_embedsdg"]
 
 
 @dataclass
@@ -284,8 +285,12 @@ class ExampleSource:
     are skipped); ``row_ids[i]`` is the input row of position ``i``.
     """
 
-    def iter_examples(self):  # pragma: no cover - interface
-        """Yields :class:`SeedExample` in input order."""
+    def num_rows(self) -> int:  # pragma: no cover - interface
+        """Rows of the input (usable or not)."""
+        raise NotImplementedError
+
+    def iter_examples(self, start: int = 0, stop: int | None = None):  # pragma: no cover - interface
+        """Yields the usable :class:`SeedExample` of input rows ``[start, stop)`` in input order."""
         raise NotImplementedError
 
     def get(self, row_ids: Sequence[int]) -> list[SeedExample]:  # pragma: no cover - interface
@@ -306,8 +311,11 @@ class ListSource(ExampleSource):
                 item = (item.get("question", ""), item.get("answer", ""))
             self.examples.append(SeedExample(i, str(item[0]), str(item[1])))
 
-    def iter_examples(self):
-        return iter(self.examples)
+    def num_rows(self) -> int:
+        return len(self.examples)
+
+    def iter_examples(self, start: int = 0, stop: int | None = None):
+        return iter(self.examples[start:stop])
 
     def get(self, row_ids):
         return [self.examples[int(r)] for r in row_ids]
@@ -332,7 +340,6 @@ class DatasetSource(ExampleSource):
         self.dataset = open_dataset(list(paths), split=split)
         self.fields = parse_fields(fields) if fields else detect_fields(self.dataset.columns())
         self.batch_rows = batch_rows
-        self.skipped = 0
 
     def _convert(self, record) -> SeedExample | None:
         if record.data is None:
@@ -345,14 +352,14 @@ class DatasetSource(ExampleSource):
             return None
         return SeedExample(record.row_id, sample.prompt_text, sample.response)
 
-    def iter_examples(self):
-        self.skipped = 0
-        for batch in self.dataset.iter_records(batch_rows=self.batch_rows):
+    def num_rows(self) -> int:
+        return self.dataset.count()
+
+    def iter_examples(self, start: int = 0, stop: int | None = None):
+        for batch in self.dataset.iter_records(start, stop, batch_rows=self.batch_rows):
             for record in batch:
                 example = self._convert(record)
-                if example is None:
-                    self.skipped += 1
-                else:
+                if example is not None:
                     yield example
 
     def get(self, row_ids):
@@ -367,3 +374,430 @@ class DatasetSource(ExampleSource):
 
     def identity(self) -> str:
         return f"{self.dataset.identity()}:{self.fields.describe()}"
+
+
+# ------------------------------------------------------------------------------------------------
+# the run: `prism synth embedsdg`
+
+RUN_FORMAT = "prism_kernels.synth.embedsdg.run/1"
+
+#: What the results depend on; a run directory holding another value of any of these is refused.
+_IDENTITY_KEYS = ("data", "split", "fields", "student", "student_tokenizer", "max_length", "dims", "reduce",
+                  "perplexity", "bins", "window", "stride", "threshold", "quantile", "min_members", "seed",
+                  "baseline", "teacher", "teacher_model", "temperature", "max_tokens", "decode_tokens")
+
+
+def add_embedsdg_arguments(parser) -> None:
+    """Adds the options of ``prism synth embedsdg`` to an argparse parser."""
+    import argparse
+
+    def positive(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+        return value
+
+    d = parser.add_argument_group("data and student")
+    d.add_argument("--data", nargs="+", required=True, metavar="DATA",
+                   help="JSONL / JSON / Parquet / CSV files, a datasets folder or a cached HF dataset id")
+    d.add_argument("--split", default=None, help="split of a HF dataset")
+    d.add_argument("--fields", default=None, metavar="SPEC",
+                   help="field mapping, e.g. prompt=question,response=answer (default: detected)")
+    d.add_argument("--student", required=True, metavar="MODEL",
+                   help="local folder or cached HF id of the student causal LM (embeds and decodes)")
+    d.add_argument("--student-tokenizer", default=None, help="tokenizer folder (default: the student's)")
+    d.add_argument("--max-length", type=positive, default=512, help="tokens kept per example (default: 512)")
+    d.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="student device")
+    d.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32", help="student dtype")
+    d.add_argument("--embed-batch", type=positive, default=64, help="examples per embedding call (default: 64)")
+    d.add_argument("--shard-rows", type=positive, default=4096,
+                   help="input rows per embedding shard, the unit of resume (default: 4096)")
+    d.add_argument("--trust-remote-code", action="store_true", help="allow model code shipped with the student")
+
+    m = parser.add_argument_group("map and sparse regions")
+    m.add_argument("--dims", type=int, choices=(2, 3), default=2, help="K, dimensions of the map (default: 2)")
+    m.add_argument("--reduce", choices=("pca", "svd", "tsne"), default="pca", help="reduction (default: pca)")
+    m.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity (default: 30)")
+    m.add_argument("--bins", type=positive, default=None, help="grid cells per axis (default: 32 for 2-D, 12 for 3-D)")
+    m.add_argument("--window", type=positive, default=None, help="window size in cells (default: 3 for 2-D, 2 for 3-D)")
+    m.add_argument("--stride", type=positive, default=1, help="window stride in cells (default: 1)")
+    m.add_argument("--threshold", type=float, default=None, metavar="T",
+                   help="sparse = windows with 0 < count < T (default: the --quantile of the window counts)")
+    m.add_argument("--quantile", type=float, default=0.25,
+                   help="quantile of the non-empty windows' counts used as T (default: 0.25)")
+    m.add_argument("--min-members", type=positive, default=1,
+                   help="skip sparse windows with fewer members (2: both seeds inside; default: 1)")
+    m.add_argument("--seed", type=int, default=0, help="seed of the reduction, tie-breaks and sampling")
+
+    t = parser.add_argument_group("teacher and decoding")
+    t.add_argument("--teacher", required=True, metavar="URL|local:PATH",
+                   help="OpenAI-compatible base URL (key from $OPENAI_API_KEY) or local:PATH")
+    t.add_argument("--teacher-model", default=None, help="model name served at --teacher URL")
+    t.add_argument("--n", type=positive, required=True, help="examples to generate")
+    t.add_argument("--baseline", action="store_true",
+                   help="the random-seed baseline: one random seed per request, 'write a similar problem'")
+    t.add_argument("--temperature", type=float, default=0.7, help="teacher temperature (default: 0.7)")
+    t.add_argument("--max-tokens", type=positive, default=768, help="teacher max new tokens (default: 768)")
+    t.add_argument("--decode-tokens", type=positive, default=128,
+                   help="tokens the student decodes from an interpolation (default: 128)")
+    t.add_argument("--batch", type=positive, default=8, help="windows per decode/teacher step (default: 8)")
+    t.add_argument("--concurrency", type=positive, default=8, help="teacher requests in flight (default: 8)")
+    t.add_argument("--timeout", type=float, default=120.0, help="seconds per teacher request (default: 120)")
+    t.add_argument("--max-retries", type=int, default=6, help="teacher retries on 429/5xx/timeouts (default: 6)")
+    t.add_argument("--cache", default=None, metavar="PATH",
+                   help="SQLite request cache (default: RUN_DIR/requests.sqlite; share it between runs)")
+
+    r = parser.add_argument_group("run")
+    r.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory (resumes when it exists)")
+    r.add_argument("--overwrite", action="store_true", help="delete the run in RUN_DIR and start again")
+    r.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def _user_error():
+    from prism_kernels.data import DataError
+
+    return DataError
+
+
+def _log(args, message: str) -> None:
+    if not getattr(args, "quiet", False):
+        import sys
+
+        print(f"[embedsdg] {message}", file=sys.stderr, flush=True)
+
+
+def _identity(args) -> dict:
+    values = {k: getattr(args, k, None) for k in _IDENTITY_KEYS}
+    # The teacher is the model, not where it is served: a run may resume against another server.
+    teacher = str(args.teacher or "")
+    values["teacher"] = None if teacher.startswith(("http://", "https://")) else teacher
+    values["data"] = list(values["data"]) if isinstance(values["data"], (list, tuple)) else values["data"]
+    return values
+
+
+class _Run:
+    """Paths of an EmbedSDG run directory::
+
+        config.json                 identity + hash (a different identity is refused)
+        embeddings/part-NNNNN.safetensors   embeddings [n_p, d] f32, row_ids [n_p] i64 per input-row shard
+        map.safetensors, map.json   coordinates [N, K] f64, the reducer's tensors / its metadata
+        windows.json                the sparse windows with their seeds
+        items/item-NNNNNN.json      one finished generation (window, seeds, partial, teacher output, ...)
+        manifest.json               finished embedding parts and items
+        synthetic.jsonl, summary.json, density.png   written at the end of every invocation
+    """
+
+    def __init__(self, root):
+        from pathlib import Path
+
+        self.root = Path(root)
+
+    def path(self, *parts):
+        return self.root.joinpath(*parts)
+
+    def part(self, p: int):
+        return self.path("embeddings", f"part-{p:05d}.safetensors")
+
+    def item(self, j: int):
+        return self.path("items", f"item-{j:06d}.json")
+
+
+def _read_json(path):
+    import json
+
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _prepare_run(args, run: _Run) -> dict:
+    import shutil
+
+    from ..score.rundir import config_hash, write_json
+
+    identity = _identity(args)
+    digest = config_hash(identity)
+    config_path = run.path("config.json")
+    if args.overwrite and run.root.exists():
+        if config_path.exists() or not any(run.root.iterdir()):
+            shutil.rmtree(run.root)
+        else:
+            raise _user_error()(f"--out {run.root}: not an EmbedSDG run directory (no config.json); "
+                                "refusing to delete it with --overwrite")
+    if config_path.exists():
+        old = _read_json(config_path)
+        if old.get("format") != RUN_FORMAT:
+            raise _user_error()(f"--out {run.root}: config.json is not an EmbedSDG run ({old.get('format')})")
+        if old.get("hash") != digest:
+            differ = [k for k in _IDENTITY_KEYS if old.get("identity", {}).get(k) != identity.get(k)]
+            raise _user_error()(f"--out {run.root} holds a run with other settings ({', '.join(differ) or 'format'}); "
+                                "use another --out, the same options, or --overwrite")
+    elif run.root.exists() and any(p.name != "requests.sqlite" and not p.name.startswith("requests.sqlite")
+                                   for p in run.root.iterdir()):
+        raise _user_error()(f"--out {run.root} exists and is not an EmbedSDG run directory")
+    else:
+        run.root.mkdir(parents=True, exist_ok=True)
+        write_json(config_path, {"format": RUN_FORMAT, "hash": digest, "identity": identity})
+    return {"hash": digest, "identity": identity}
+
+
+def _check_args(args) -> None:
+    err = _user_error()
+    if args.threshold is None and not 0.0 <= args.quantile <= 1.0:
+        raise err(f"--quantile must be in [0, 1], got {args.quantile}")
+    if args.threshold is not None and args.threshold <= 0:
+        raise err(f"--threshold must be > 0, got {args.threshold}")
+    bins = args.bins or (32 if args.dims == 2 else 12)
+    window = args.window or (3 if args.dims == 2 else 2)
+    if window > bins:
+        raise err(f"--window {window} is larger than --bins {bins}")
+    args.bins, args.window = bins, window
+    if args.temperature < 0:
+        raise err(f"--temperature must be >= 0, got {args.temperature}")
+    if args.perplexity <= 0:
+        raise err(f"--perplexity must be > 0, got {args.perplexity}")
+
+
+def _open_source(args) -> ExampleSource:
+    return DatasetSource(args.data, fields=args.fields, split=args.split)
+
+
+def _embed_all(args, run: _Run, source: ExampleSource, embedder: Embedder, manifest: dict):
+    """``([N, d] float32 embeddings, [N] int64 input rows)``, embedding shard by shard (resumable)."""
+    from safetensors.torch import load_file, save_file
+
+    from ..score.rundir import atomic_write, write_json
+
+    rows = source.num_rows()
+    shard = int(args.shard_rows)
+    parts = max(1, math.ceil(rows / shard))
+    done = set(manifest.setdefault("parts", []))
+    chunks, ids = [], []
+    for p in range(parts):
+        path = run.part(p)
+        if p in done and path.exists():
+            tensors = load_file(str(path))
+        else:
+            examples = list(source.iter_examples(p * shard, min(rows, (p + 1) * shard)))
+            vectors = embedder.embed([e.text for e in examples]) if examples else torch.zeros(0, embedder.dim)
+            tensors = {"embeddings": vectors.contiguous(),
+                       "row_ids": torch.tensor([e.row_id for e in examples], dtype=torch.int64)}
+            atomic_write(path, lambda tmp, t=tensors: save_file(t, tmp))
+            done.add(p)
+            manifest["parts"] = sorted(done)
+            write_json(run.path("manifest.json"), manifest)
+            _log(args, f"embedded rows {p * shard}..{min(rows, (p + 1) * shard)} ({p + 1}/{parts} shards)")
+        chunks.append(tensors["embeddings"])
+        ids.append(tensors["row_ids"])
+    embeddings, row_ids = torch.cat(chunks), torch.cat(ids)
+    if embeddings.shape[0] < 4:
+        raise _user_error()(f"--data: {embeddings.shape[0]} usable examples (with a non-empty response); "
+                            "EmbedSDG needs at least 4")
+    return embeddings, row_ids
+
+
+def _fit_map(args, run: _Run, embeddings: torch.Tensor):
+    """The fitted reducer and ``[N, K]`` coordinates, fitted once and reloaded on resume."""
+    from safetensors.torch import load_file, save_file
+
+    from ..score.rundir import atomic_write, write_json
+    from .reduce import fit_reducer, load_reducer
+
+    tensors_path, meta_path = run.path("map.safetensors"), run.path("map.json")
+    if tensors_path.exists() and meta_path.exists():
+        tensors = load_file(str(tensors_path))
+        meta = _read_json(meta_path)
+        state = {k[len("reducer."):]: v for k, v in tensors.items() if k.startswith("reducer.")}
+        return load_reducer(meta["reducer"], state, embeddings=embeddings), tensors["coords"]
+    options = {"perplexity": args.perplexity} if args.reduce == "tsne" else {}
+    reducer, coords = fit_reducer(embeddings, args.reduce, args.dims, seed=args.seed, **options)
+    tensors = {"coords": coords.contiguous(), **{f"reducer.{k}": v.contiguous() for k, v in reducer.state().items()}}
+    atomic_write(tensors_path, lambda tmp: save_file(tensors, tmp))
+    write_json(meta_path, {"reducer": reducer.meta(), "n": int(coords.shape[0])})
+    return reducer, coords
+
+
+def _plan(args, dmap: DensityMap, n_examples: int) -> list[tuple[int, int]]:
+    """Jobs ``(target, repeat)``: EmbedSDG targets sparse windows, sparsest first (then row-major),
+    cycling with a new sample index when --n exceeds the windows; the baseline targets example
+    positions in a seeded random order."""
+    if args.baseline:
+        order = torch.randperm(n_examples, generator=torch.Generator().manual_seed(args.seed)).tolist()
+    else:
+        counts = dmap.windows.counts.tolist()
+        order = sorted(range(len(counts)), key=lambda m: (counts[m], m))
+    if not order:
+        raise _user_error()(
+            f"no sparse windows (0 < count < T = {dmap.threshold:g}) on the {args.bins}^{args.dims} grid with "
+            f"{args.window}-cell windows; raise --quantile or --threshold, or use finer --bins")
+    return [(order[j % len(order)], j // len(order)) for j in range(args.n)]
+
+
+def run_embedsdg(args) -> dict:
+    """Runs ``prism synth embedsdg`` with parsed ``args`` (see :func:`add_embedsdg_arguments`); resumes
+    a killed run in ``args.out``. Returns the summary (also written to ``RUN_DIR/summary.json``)."""
+    import os
+
+    from ..score.rundir import atomic_write, write_json
+    from .format import format_examples
+    from .generators import generator_from_cli
+
+    _check_args(args)
+    run = _Run(args.out)
+    config = _prepare_run(args, run)
+    source = _open_source(args)
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    model, tokenizer = load_student(args.student, args.student_tokenizer, device=device, dtype=args.dtype,
+                                    trust_remote_code=args.trust_remote_code)
+    embedder = Embedder(model, tokenizer, max_length=args.max_length, batch_size=args.embed_batch)
+    decoder = None if args.baseline else Decoder(model, tokenizer, max_new_tokens=args.decode_tokens,
+                                                 batch_size=args.batch)
+    manifest_path = run.path("manifest.json")
+    manifest = _read_json(manifest_path) if manifest_path.exists() else {"format": RUN_FORMAT}
+
+    embeddings, row_ids = _embed_all(args, run, source, embedder, manifest)
+    reducer, coords = _fit_map(args, run, embeddings)
+    dmap = density_map(coords, args.bins, args.window, args.stride, args.threshold, args.quantile,
+                       seed=args.seed, min_members=args.min_members)
+    _log(args, f"{coords.shape[0]} examples, {args.reduce} to {args.dims}-D, {args.bins}^{args.dims} grid, "
+               f"T = {dmap.threshold:g}: {dmap.num_windows} sparse windows")
+    write_json(run.path("windows.json"), {
+        "threshold": dmap.threshold, "bounds": dmap.bounds.tolist(), "bins": list(dmap.windows.bins),
+        "window": list(dmap.windows.window), "stride": list(dmap.windows.stride),
+        "window_count_histogram": dmap.window_count_histogram.tolist(),
+        "windows": [{**dmap.to_json(m), "seed_rows": [int(row_ids[i]) for i in dmap.pairs[m].tolist()]}
+                    for m in range(dmap.num_windows)]})
+    jobs = _plan(args, dmap, coords.shape[0])
+
+    format_hint = format_examples([{"question": "<the new problem>", "answer": "<the step-by-step solution>",
+                                    "final_answer": "<the final answer only>"}])
+    cache = args.cache or os.fspath(run.path("requests.sqlite"))
+    teacher = generator_from_cli(args.teacher, args.teacher_model, cache, concurrency=args.concurrency,
+                                 timeout=args.timeout, max_retries=args.max_retries, device=device)
+    done = set(manifest.setdefault("items", []))
+    pending = [j for j in range(len(jobs)) if not (j in done and run.item(j).exists())]
+    if len(pending) < len(jobs):
+        _log(args, f"resuming: {len(jobs) - len(pending)} of {len(jobs)} items already done")
+    try:
+        for start in range(0, len(pending), args.batch):
+            chunk = pending[start:start + args.batch]
+            items = _run_chunk(args, chunk, jobs, dmap, coords, row_ids, source, embedder, decoder, reducer,
+                               teacher, format_hint)
+            for j, item in zip(chunk, items):
+                write_json(run.item(j), item)
+                done.add(j)
+            manifest["items"] = sorted(done)
+            write_json(manifest_path, manifest)
+            _log(args, f"{len(done & set(range(len(jobs))))}/{len(jobs)} items "
+                       f"({sum(1 for i in items if i['parsed'])}/{len(items)} parsed in this step)")
+    finally:
+        teacher.close()
+    return _finish(args, run, config, jobs, dmap, coords, reducer, embeddings.shape[1], atomic_write, write_json)
+
+
+def _run_chunk(args, chunk, jobs, dmap, coords, row_ids, source, embedder, decoder, reducer, teacher,
+               format_hint) -> list[dict]:
+    """Generates the items of one chunk of jobs: seeds -> (interpolate -> decode) -> teacher -> parse ->
+    embed and place the generated example on the map."""
+    from .embedsdg_prompts import baseline_messages, teacher_messages
+    from .format import format_examples, parse_examples
+    from .generators import GenerationRequest
+
+    positions = []  # per job: the seeds' positions in the embedding table
+    for j in chunk:
+        target, _ = jobs[j]
+        positions.append([target] if args.baseline else dmap.pairs[target].tolist())
+    flat = sorted({p for ps in positions for p in ps})
+    fetched = dict(zip(flat, source.get([int(row_ids[p]) for p in flat])))
+    partials: list[str | None] = [None] * len(chunk)
+    interpolated: list[list[float] | None] = [None] * len(chunk)
+    if not args.baseline:
+        seqs = []
+        for ps in positions:
+            a, b = embedder.sequences([fetched[ps[0]].text, fetched[ps[1]].text])
+            seqs.append(interpolate(a, b))
+        partials = decoder.decode(seqs)
+        interpolated = reducer.transform(interpolated_embeddings(seqs)).tolist()
+    requests = []
+    for ps, partial, j in zip(positions, partials, chunk):
+        seeds = [format_examples([fetched[p].as_example()]) for p in ps]
+        messages = (baseline_messages(seeds[0], format_hint) if args.baseline
+                    else teacher_messages(seeds[0], seeds[1], partial, format_hint))
+        requests.append(GenerationRequest(messages=messages, temperature=args.temperature, max_tokens=args.max_tokens,
+                                          seed=args.seed, sample_index=jobs[j][1]))
+    generations = teacher.generate(requests)
+    items, parsed_examples = [], []
+    for k, (j, ps, generation) in enumerate(zip(chunk, positions, generations)):
+        examples, unparsable = parse_examples(generation.text)
+        target, repeat = jobs[j]
+        item = {"item": j, "method": "baseline" if args.baseline else "embedsdg", "repeat": repeat,
+                "window": None if args.baseline else dmap.to_json(target),
+                "seeds": [{"position": p, "row_id": fetched[p].row_id, "question": fetched[p].question,
+                           "response": fetched[p].response, "coords": coords[p].tolist()} for p in ps],
+                "decoded_partial": partials[k], "interpolated_coords": interpolated[k],
+                "teacher_output": generation.text, "generator": teacher.model_id,
+                "finish_reason": generation.finish_reason, "parsed": bool(examples),
+                "examples_in_output": len(examples), "unparsable_blocks": unparsable}
+        if examples:
+            item.update(examples[0].to_dict())
+            parsed_examples.append((k, examples[0]))
+        items.append(item)
+    if parsed_examples:
+        vectors = embedder.embed([example_text(e.question, e.answer) for _, e in parsed_examples])
+        placed = reducer.transform(vectors)
+        for (k, _), point in zip(parsed_examples, placed):
+            items[k]["coords"] = point.tolist()
+    if not args.baseline:
+        targets = torch.tensor([jobs[j][0] for j in chunk])
+        inside = in_window(dmap, torch.tensor(interpolated, dtype=torch.float64), targets).tolist()
+        for item, flag in zip(items, inside):
+            item["interpolated_in_window"] = bool(flag)
+        for k, _ in parsed_examples:
+            items[k]["generated_in_window"] = bool(in_window(dmap, torch.tensor([items[k]["coords"]]),
+                                                             targets[k:k + 1])[0])
+    return items
+
+
+def _finish(args, run, config, jobs, dmap, coords, reducer, dim, atomic_write, write_json) -> dict:
+    """synthetic.jsonl (the parsed examples with provenance, in job order), summary.json, density.png."""
+    import json
+
+    items = [_read_json(run.item(j)) for j in range(len(jobs)) if run.item(j).exists()]
+    good = [i for i in items if i["parsed"]]
+    lines = []
+    for item in good:
+        row = {"question": item["question"], "answer": item["answer"], "final_answer": item["final_answer"]}
+        row.update({k: v for k, v in item.items() if k not in row})
+        lines.append(json.dumps(row, ensure_ascii=False))
+    atomic_write(run.path("synthetic.jsonl"), "".join(line + "\n" for line in lines))
+
+    def fraction(key, subset):
+        flags = [i[key] for i in subset if key in i]
+        return (sum(flags) / len(flags)) if flags else None
+
+    two = [i for i in items if i.get("window") and i["window"]["count"] >= 2]
+    summary = {
+        "method": "baseline" if args.baseline else "embedsdg", "examples": int(coords.shape[0]), "embedding_dim": dim,
+        "reduce": args.reduce, "dims": args.dims, "bins": args.bins, "window": args.window, "stride": args.stride,
+        "threshold": dmap.threshold, "sparse_windows": dmap.num_windows, "requested": len(jobs),
+        "done": len(items), "parsed": len(good), "unparsable": len(items) - len(good),
+        "interpolated_in_window": fraction("interpolated_in_window", items),
+        "interpolated_in_window_two_member_windows": fraction("interpolated_in_window", two),
+        "generated_in_window": fraction("generated_in_window", good),
+        "config_hash": config["hash"],
+    }
+    write_json(run.path("summary.json"), summary)
+    from ..plots.density import plot_density
+
+    seeds = [[s["coords"] for s in i["seeds"]] for i in items]
+    plot_density(run.path("density.png"), coords, dmap.bounds, dmap.counts,
+                 windows=[dmap.box(m) for m in range(dmap.num_windows)],
+                 seeds=seeds,
+                 interpolated=[i["interpolated_coords"] for i in items if i.get("interpolated_coords")],
+                 generated=[i["coords"] for i in good if "coords" in i],
+                 title=f"EmbedSDG{' baseline' if args.baseline else ''}: {args.reduce} {args.dims}-D, "
+                       f"T = {dmap.threshold:g}, {dmap.num_windows} sparse windows, {len(good)} generated")
+    _log(args, f"done: {len(good)} examples in {run.path('synthetic.jsonl')} ({len(items) - len(good)} unparsable)")
+    return summary
