@@ -180,9 +180,10 @@ class TSNEReducer(Reducer):
         if x.shape[0] < 4:
             raise ValueError(f"embeddings: t-SNE needs at least 4 rows, got {x.shape[0]}")
         perp = cls._perplexity(x.shape[0], perplexity)
-        # dims = 3 needs the Barnes-Hut gradient (openTSNE's FFT method is for 1-2 dims).
+        # openTSNE picks Barnes-Hut below 10k points (FFT is slow to start on small maps); its FFT method is
+        # for 1-2 dims only, so 3-D always uses Barnes-Hut.
         tsne = openTSNE.TSNE(n_components=dims, perplexity=perp, random_state=seed, n_jobs=n_jobs,
-                             negative_gradient_method="fft" if dims <= 2 else "bh", verbose=False)
+                             negative_gradient_method="auto" if dims <= 2 else "bh", verbose=False)
         return cls(tsne.fit(x), perp, seed)
 
     @classmethod
@@ -197,7 +198,7 @@ class TSNEReducer(Reducer):
                                                          n_jobs=n_jobs, verbose=False)
         dims = coords.shape[1]
         embedding = openTSNE.TSNEEmbedding(coords, affinities, random_state=seed,
-                                           negative_gradient_method="fft" if dims <= 2 else "bh")
+                                           negative_gradient_method="auto" if dims <= 2 else "bh")
         return cls(embedding, perplexity, seed)
 
     @property
