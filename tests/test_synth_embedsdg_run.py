@@ -209,3 +209,15 @@ def test_bad_options_are_one_line_errors(setup, tmp_path):
         run_embedsdg(_args(setup, tmp_path / "a", "http://127.0.0.1:9/v1", "--n", "2", "--window", "12"))
     with pytest.raises(DataError, match=r"no sparse windows .* raise --quantile or --threshold"):
         run_embedsdg(_args(setup, tmp_path / "b", "http://127.0.0.1:9/v1", "--n", "2", "--threshold", "1"))
+
+
+def test_in_memory_examples_and_changed_data_is_refused(setup, tmp_path):
+    from prism_kernels.synth.embedsdg import ListSource
+
+    records = [json.loads(line) for line in Path(setup[1]).read_text().splitlines()]
+    out = tmp_path / "mem"
+    with OpenAIServer(responder=responder) as server:
+        summary = run_embedsdg(_args(setup, out, server.url, "--n", "2"), source=ListSource(records[:40]))
+    assert summary["examples"] == 40 and summary["done"] == 2
+    with pytest.raises(DataError, match=r"other settings \(data_identity\)"):
+        run_embedsdg(_args(setup, out, "http://127.0.0.1:9/v1", "--n", "2"), source=ListSource(records[:41]))

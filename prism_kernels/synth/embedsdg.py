@@ -368,7 +368,7 @@ class DatasetSource(ExampleSource):
             records = [r for batch in self.dataset.iter_records(int(row), int(row) + 1) for r in batch]
             example = self._convert(records[0]) if records else None
             if example is None:
-                raise ValueError(f"row {row} of the data is no longer a usable example (did the data change?)")
+                raise _user_error()(f"--data: row {row} is no longer a usable example (did the data change?)")
             out.append(example)
         return out
 
@@ -469,8 +469,9 @@ def _log(args, message: str) -> None:
         print(f"[embedsdg] {message}", file=sys.stderr, flush=True)
 
 
-def _identity(args) -> dict:
+def _identity(args, source: ExampleSource) -> dict:
     values = {k: getattr(args, k, None) for k in _IDENTITY_KEYS}
+    values["data_identity"] = source.identity()  # sizes and mtimes of the files, the field mapping
     # The teacher is the model, not where it is served: a run may resume against another server.
     teacher = str(args.teacher or "")
     values["teacher"] = None if teacher.startswith(("http://", "https://")) else teacher
@@ -512,12 +513,12 @@ def _read_json(path):
         return json.load(f)
 
 
-def _prepare_run(args, run: _Run) -> dict:
+def _prepare_run(args, run: _Run, source: ExampleSource) -> dict:
     import shutil
 
     from ..score.rundir import config_hash, write_json
 
-    identity = _identity(args)
+    identity = _identity(args, source)
     digest = config_hash(identity)
     config_path = run.path("config.json")
     if args.overwrite and run.root.exists():
@@ -531,7 +532,7 @@ def _prepare_run(args, run: _Run) -> dict:
         if old.get("format") != RUN_FORMAT:
             raise _user_error()(f"--out {run.root}: config.json is not an EmbedSDG run ({old.get('format')})")
         if old.get("hash") != digest:
-            differ = [k for k in _IDENTITY_KEYS if old.get("identity", {}).get(k) != identity.get(k)]
+            differ = [k for k in identity if old.get("identity", {}).get(k) != identity[k]]
             raise _user_error()(f"--out {run.root} holds a run with other settings ({', '.join(differ) or 'format'}); "
                                 "use another --out, the same options, or --overwrite")
     elif run.root.exists() and any(p.name != "requests.sqlite" and not p.name.startswith("requests.sqlite")
@@ -635,9 +636,15 @@ def _plan(args, dmap: DensityMap, n_examples: int) -> list[tuple[int, int]]:
     return [(order[j % len(order)], j // len(order)) for j in range(args.n)]
 
 
-def run_embedsdg(args) -> dict:
+def run_embedsdg(args, source: ExampleSource | None = None) -> dict:
     """Runs ``prism synth embedsdg`` with parsed ``args`` (see :func:`add_embedsdg_arguments`); resumes
-    a killed run in ``args.out``. Returns the summary (also written to ``RUN_DIR/summary.json``)."""
+    a killed run in ``args.out``. ``source`` replaces ``--data`` (e.g. a :class:`ListSource` of
+    in-memory examples). Returns the summary (also written to ``RUN_DIR/summary.json``).
+
+    User mistakes (options, data, a run directory with other settings, a student that cannot take
+    inputs_embeds) raise :class:`prism_kernels.data.DataError` with one line; a teacher that stays
+    down raises the generator's error after its retries, and the same command resumes.
+    """
     import os
 
     from ..score.rundir import atomic_write, write_json
@@ -646,8 +653,8 @@ def run_embedsdg(args) -> dict:
 
     _check_args(args)
     run = _Run(args.out)
-    config = _prepare_run(args, run)
-    source = _open_source(args)
+    source = source if source is not None else _open_source(args)
+    config = _prepare_run(args, run, source)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = load_student(args.student, args.student_tokenizer, device=device, dtype=args.dtype,
                                     trust_remote_code=args.trust_remote_code)
