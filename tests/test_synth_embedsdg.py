@@ -14,8 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-import prism_kernels as pk
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tiny_models import GSM8K_TRAIN, gsm8k_records, tiny_causal_lm, tiny_tokenizer  # noqa: E402
 
@@ -24,7 +22,7 @@ pytest.importorskip("tokenizers")
 
 from prism_kernels.synth.embed import Embedder, StudentError, check_embeddable, interpolate, load_student  # noqa: E402
 from prism_kernels.synth.embedsdg import Decoder, density_map, in_window, interpolated_embeddings  # noqa: E402
-from prism_kernels.synth.reduce import PCAReducer, SVDReducer, fit_reducer, load_reducer  # noqa: E402
+from prism_kernels.synth.reduce import PCAReducer, fit_reducer, load_reducer  # noqa: E402
 
 needs_data = pytest.mark.skipif(not GSM8K_TRAIN.exists(), reason=f"GSM8K not found at {GSM8K_TRAIN} "
                                 "(set PRISM_SHARED_DATA)")

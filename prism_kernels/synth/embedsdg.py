@@ -34,8 +34,9 @@ import prism_kernels as pk
 from .embed import Embedder, StudentError, check_embeddable, interpolate, load_student
 from .embedsdg_prompts import COPY_PROMPT
 
-__all__ = ["DatasetSource", "DensityMap", "Decoder", "ExampleSource", "ListSource", "SeedExample", "add_embedsdg_arguments",
-           "density_map", "example_text", "in_window", "interpolated_embeddings", "run_embedsdg"]
+__all__ = ["DatasetSource", "DensityMap", "Decoder", "ExampleSource", "ListSource", "SeedExample",
+           "add_embedsdg_arguments", "density_map", "example_text", "in_window", "interpolated_embeddings",
+           "run_embedsdg"]
 
 
 @dataclass
@@ -210,7 +211,8 @@ class Decoder:
                 return (tok(before, add_special_tokens=False)["input_ids"],
                         tok(after, add_special_tokens=False)["input_ids"])
         bos = [tok.bos_token_id] if getattr(tok, "bos_token_id", None) is not None else []
-        return bos + tok(prompt, add_special_tokens=False)["input_ids"], tok("\n", add_special_tokens=False)["input_ids"]
+        newline = tok("\n", add_special_tokens=False)["input_ids"]
+        return bos + tok(prompt, add_special_tokens=False)["input_ids"], newline
 
     def decode(self, sequences: Sequence[torch.Tensor]) -> list[str]:
         """Texts decoded from ``[L_m, d]`` embedding sequences (one string per sequence)."""
@@ -223,7 +225,8 @@ class Decoder:
         device = next(self.embeddings.parameters()).device
         with torch.no_grad():
             prefix = self.embeddings(torch.tensor([self.prefix_ids], device=device))[0]  # [P, d]
-            suffix = self.embeddings(torch.tensor([self.suffix_ids], device=device))[0] if self.suffix_ids else prefix[:0]
+            suffix = (self.embeddings(torch.tensor([self.suffix_ids], device=device))[0] if self.suffix_ids
+                      else prefix[:0])
             rows = [torch.cat([prefix, s.to(device=device, dtype=prefix.dtype), suffix]) for s in sequences]
             length = max(r.shape[0] for r in rows)
             embeds = torch.zeros(len(rows), length, prefix.shape[1], dtype=prefix.dtype, device=device)
@@ -231,13 +234,15 @@ class Decoder:
             for b, r in enumerate(rows):  # left padding: generation continues from the last column
                 embeds[b, length - r.shape[0]:] = r
                 mask[b, length - r.shape[0]:] = 1
-            pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+            pad = self.tokenizer.pad_token_id
+            pad = self.tokenizer.eos_token_id if pad is None else pad
             try:
                 generated = self.model.generate(inputs_embeds=embeds, attention_mask=mask, do_sample=False,
                                                 max_new_tokens=self.max_new_tokens, pad_token_id=pad)
             except (TypeError, ValueError, NotImplementedError) as error:
+                first = str(error).strip().splitlines()[0] if str(error).strip() else ""
                 raise StudentError(f"student: {type(self.model).__name__} cannot generate from inputs_embeds "
-                                   f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from error
+                                   f"({type(error).__name__}: {first})") from error
         # Decoder-only models given only inputs_embeds return just the new tokens.
         return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in generated]
 

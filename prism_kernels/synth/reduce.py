@@ -227,7 +227,8 @@ class TSNEReducer(Reducer):
         return {**super().meta(), "perplexity": self.perplexity, "seed": self.seed}
 
 
-def fit_reducer(embeddings, method: str = "pca", dims: int = 2, seed: int = 0, **options) -> tuple[Reducer, torch.Tensor]:
+def fit_reducer(embeddings, method: str = "pca", dims: int = 2, seed: int = 0,
+                **options) -> tuple[Reducer, torch.Tensor]:
     """Fits ``method`` ("pca", "svd", "tsne") on ``[N, d]`` embeddings.
 
     Returns:
