@@ -221,3 +221,20 @@ def test_in_memory_examples_and_changed_data_is_refused(setup, tmp_path):
     assert summary["examples"] == 40 and summary["done"] == 2
     with pytest.raises(DataError, match=r"other settings \(data_identity\)"):
         run_embedsdg(_args(setup, out, "http://127.0.0.1:9/v1", "--n", "2"), source=ListSource(records[:41]))
+
+
+def test_a_teacher_that_stays_down_is_a_clear_error_and_the_run_resumes(setup, tmp_path):
+    from prism_kernels.synth.generators import GeneratorError
+
+    out = tmp_path / "down"
+    with OpenAIServer(responder=responder) as server:
+        run_embedsdg(_args(setup, out, server.url, "--n", "2", "--batch", "2"))
+    with OpenAIServer(responder=responder) as server:
+        server.inject("500", times=None)
+        with pytest.raises(GeneratorError, match=server.url.split("/v1")[0]):
+            run_embedsdg(_args(setup, out, server.url, "--n", "4", "--batch", "2", "--max-retries", "1"))
+    assert sorted(p.name for p in (out / "items").iterdir()) == ["item-000000.json", "item-000001.json"]
+    with OpenAIServer(responder=responder) as server:
+        summary = run_embedsdg(_args(setup, out, server.url, "--n", "4", "--batch", "2"))
+        assert server.completed == 2  # only the two new items were requested
+    assert summary["done"] == 4
