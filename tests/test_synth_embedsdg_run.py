@@ -238,3 +238,20 @@ def test_a_teacher_that_stays_down_is_a_clear_error_and_the_run_resumes(setup, t
         summary = run_embedsdg(_args(setup, out, server.url, "--n", "4", "--batch", "2"))
         assert server.completed == 2  # only the two new items were requested
     assert summary["done"] == 4
+
+
+def test_local_teacher_garbage_is_counted_unparsable(setup, tmp_path):
+    """The tiny random LM as its own teacher (`--teacher local:PATH`) writes no parsable example: every
+    item is kept in items/ with its raw output and counted as unparsable; synthetic.jsonl is empty."""
+    student, _ = setup
+    out = tmp_path / "local"
+    parser = argparse.ArgumentParser()
+    add_embedsdg_arguments(parser)
+    argv = [a for a in _args_list(setup, out, f"local:{student}", "--n", "2", "--max-tokens", "12")
+            if a not in ("--teacher-model", "tiny-test")]
+    summary = run_embedsdg(parser.parse_args(argv))
+    assert summary["done"] == 2 and summary["parsed"] == 0 and summary["unparsable"] == 2
+    assert (out / "synthetic.jsonl").read_text() == ""
+    items = [json.loads(p.read_text()) for p in sorted((out / "items").glob("*.json"))]
+    assert all(i["teacher_output"] is not None and not i["parsed"] and i["generator"].startswith("local:")
+               for i in items)
