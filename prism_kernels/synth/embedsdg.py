@@ -19,6 +19,23 @@ monotone on every axis, and a midpoint lies between its ends on every axis, so i
 the seeds' cells, inside the window. (TruncatedSVD is linear: the same holds. t-SNE is not linear:
 the fraction is measured and reported. A window with a single member takes its second seed outside
 the window, where the argument does not apply.)
+
+The run (:func:`run_embedsdg`, behind ``prism synth embedsdg``) writes a run directory::
+
+    RUN_DIR/config.json                     what the results depend on + its hash (other settings or
+                                            changed data are refused; --overwrite starts again)
+    RUN_DIR/embeddings/part-NNNNN.safetensors   embeddings [n_p, d] f32, row_ids [n_p] i64 per input shard
+    RUN_DIR/map.safetensors, map.json       coords [N, K] f64 and the reducer's tensors / its metadata
+    RUN_DIR/windows.json                    T, the window-count histogram, every sparse window + seed rows
+    RUN_DIR/items/item-NNNNNN.json          one finished request: window, seeds, decoded partial, teacher
+                                            output, parsed example, map coordinates
+    RUN_DIR/manifest.json                   finished embedding shards and items
+    RUN_DIR/requests.sqlite                 the teacher's request cache (--cache to share one)
+    RUN_DIR/synthetic.jsonl                 parsed examples (question, answer, final_answer + provenance)
+    RUN_DIR/summary.json, density.png       counts, in-window fractions; the map
+
+Every file is written atomically, so ``kill -9`` at any point and the same command again resumes:
+finished shards and items are kept, and a request that finished before the kill comes from the cache.
 """
 
 from __future__ import annotations
