@@ -39,7 +39,7 @@ N_ROWS = 60
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("embedsdg_run")
-    student = tiny_causal_lm(tmp, tiny_tokenizer(tmp, chat_template=True), hidden_size=32)
+    student = tiny_causal_lm(tmp, tiny_tokenizer(tmp, chat_template=True), hidden_size=32, max_positions=2048)
     data = tmp / "gsm8k60.jsonl"
     with open(GSM8K_TRAIN, encoding="utf-8") as f, open(data, "w", encoding="utf-8") as out:
         for _, line in zip(range(N_ROWS), f):
