@@ -60,6 +60,7 @@ def test_parse_tolerates_what_llms_write():
         "### Answer: 4 * 3 = 12\n"
         "### Final answer\n"
         "12\n\n"
+        "### Question\nWhat is 9 - 4?\n### Answer\n9 - 4 = 5\n<final_answer>5</final_answer>\n"
         "Let me know if you want more!\n"
         "```\n")
     examples, bad = parse_examples(text)
@@ -68,7 +69,8 @@ def test_parse_tolerates_what_llms_write():
         Example("Tom has 3 apples and buys 2 more. How many apples does he have?",
                 "He has 3 + 2 = 5 apples.\nAnswer: 5 apples", "5"),
         Example("Sara has 10 pears and sells 4.", "10 - 4 = 6", "6"),
-        Example("A box holds 4 eggs. How many eggs are in 3 boxes?", "4 * 3 = 12", "12")]
+        Example("A box holds 4 eggs. How many eggs are in 3 boxes?", "4 * 3 = 12", "12"),
+        Example("What is 9 - 4?", "9 - 4 = 5", "5")]
 
 
 @pytest.mark.parametrize("block, why", [

@@ -66,6 +66,18 @@ def server():
 # ------------------------------------------------------------------------------------------ requests
 
 
+def test_importing_synth_stays_light():
+    # Under an empty parent package (no kernels, no torch), importing the synth package and its generator
+    # and format modules must not import the HTTP client or transformers.
+    code = ("import sys, types; pkg = types.ModuleType('prism_kernels'); pkg.__path__ = [sys.argv[1]]; "
+            "sys.modules['prism_kernels'] = pkg; import prism_kernels.synth, prism_kernels.synth.generators; "
+            "print(sorted(m for m in ('httpx', 'openai', 'transformers', 'torch', 'sqlite3') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(REPO / "prism_kernels")], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['sqlite3']"
+
+
 def test_request_keys_are_canonical():
     a = req("hi", temperature=1, top_p=1, max_tokens=5)
     b = req("hi", temperature=1.0, top_p=1.0, max_tokens=5.0)
@@ -107,6 +119,7 @@ def test_retries_after_429_and_5xx(server):
     [g] = gen.generate([req("retry me")])
     assert g.text == "echo: retry me" and g.attempts == 4
     assert server.attempts == 4 and server.completed == 1
+    assert gen.stats == {"requests": 1, "cached": 0, "generated": 1, "retries": 3}
 
 
 def test_malformed_json_is_retried_then_reported(server):
@@ -122,9 +135,9 @@ def test_malformed_json_is_retried_then_reported(server):
 def test_timeouts_are_retried(server):
     server.inject(("delay", 5.0))
     t0 = time.perf_counter()
-    [g] = OpenAIGenerator(server.url, server.model_name, timeout=0.3, **FAST).generate([req("slow")])
+    [g] = OpenAIGenerator(server.url, server.model_name, timeout=1.0, **FAST).generate([req("slow")])
     assert g.text == "echo: slow" and g.attempts == 2 and server.attempts == 2
-    assert time.perf_counter() - t0 < 3.0
+    assert time.perf_counter() - t0 < 4.5
 
 
 def test_4xx_is_a_clear_error_without_retries(server, monkeypatch):
@@ -137,6 +150,22 @@ def test_4xx_is_a_clear_error_without_retries(server, monkeypatch):
     # A wrong model name: the server's 404 message and a hint about the base URL.
     with pytest.raises(GeneratorError, match="does not exist"):
         OpenAIGenerator(server.url, "no-such-model", **FAST).generate([req("x")])
+
+
+def test_rejected_requests_can_be_skipped(server, tmp_path):
+    server.inject(("status", 400, "prompt too long"), match="long", times=None)
+    gen = OpenAIGenerator(server.url, server.model_name, on_rejected="skip", cache=tmp_path / "r.sqlite", **FAST)
+    gens = gen.generate([req("short"), req("long prompt"), req("short 2")])
+    assert [(g.text, g.finish_reason) for g in gens] == [("echo: short", "stop"), ("", "rejected"),
+                                                         ("echo: short 2", "stop")]
+    assert server.log.count("long prompt") == 1  # not retried
+    gen.generate([req("long prompt")])
+    assert server.log.count("long prompt") == 1  # cached: a resumed run does not ask again
+    # A configuration error is never skipped.
+    with pytest.raises(GeneratorError, match="404"):
+        OpenAIGenerator(server.url, "wrong-model", on_rejected="skip", **FAST).generate([req("short")])
+    # Other sampling fields are other cache keys.
+    assert OpenAIGenerator(server.url, "m", extra_body={"top_k": 5}).model_id != OpenAIGenerator(server.url, "m").model_id
 
 
 def test_api_key_from_the_environment(monkeypatch):
@@ -157,7 +186,7 @@ def test_server_down_is_an_error_naming_the_url():
     t0 = time.perf_counter()
     with pytest.raises(GeneratorError) as exc:
         OpenAIGenerator(url, "m", max_retries=3, **FAST).generate([req("anyone?")])
-    assert url in str(exc.value) and "failed 4 times" in str(exc.value)
+    assert url in str(exc.value) and "failed 4 times" in str(exc.value) and "cannot connect" in str(exc.value)
     assert time.perf_counter() - t0 < 5
 
 
@@ -193,7 +222,7 @@ def test_throughput_with_concurrency_8_and_50ms_server_delay():
     # The client and this server share one process (and its GIL) on a busy machine: the rate stays below
     # the bound, but far above what one request at a time gives (20/s).
     assert 2 <= s.max_in_flight <= 8
-    assert rate > 35
+    assert rate > 25  # serial would be at most 20/s
 
 
 def test_progress_callback_and_duplicates(server):
@@ -213,8 +242,9 @@ def test_cache_hit_makes_no_request(server, tmp_path):
     requests = [req(f"q{i}", temperature=0.7, seed=3) for i in range(5)]
     first = OpenAIGenerator(server.url, server.model_name, cache=cache).generate(requests)
     assert server.attempts == 5 and not any(g.cached for g in first)
-    again = OpenAIGenerator(server.url, server.model_name, cache=cache).generate(requests)
-    assert server.attempts == 5 and all(g.cached for g in again)
+    gen = OpenAIGenerator(server.url, server.model_name, cache=cache)
+    again = gen.generate(requests)
+    assert server.attempts == 5 and all(g.cached for g in again) and gen.stats["cached"] == 5
     assert [g.text for g in again] == [g.text for g in first]
     # Another sample of the same prompt, or other sampling parameters, is another request.
     OpenAIGenerator(server.url, server.model_name, cache=cache).generate(
@@ -326,6 +356,32 @@ def test_local_generator_is_deterministic_per_seed_and_batch_independent(tiny_lm
     gens = again.generate(requests)
     assert all(g.cached for g in gens) and again._model is None
     assert [g.text for g in gens] == [g.text for g in a]
+
+
+def test_row_sampler_draws_from_the_tempered_nucleus():
+    """The per-row sampler against numpy: 6000 rows (one seed each) over fixed logits; token frequencies
+    match softmax(logits / T) restricted to the top-p nucleus and renormalised (within 5 sigma)."""
+    import numpy as np
+    import torch
+    from prism_kernels.synth.generators import _RowSampler
+
+    logits = np.array([2.0, 1.5, 0.3, -1.0, 0.9, -3.0])
+    n = 6000
+    for temperature, top_p in ((0.7, 1.0), (1.3, 0.8)):
+        requests = [req("x", temperature=temperature, top_p=top_p, seed=i) for i in range(n)]
+        scores = torch.tensor(logits, dtype=torch.float32).repeat(n, 1)
+        out = _RowSampler(requests, "cpu")(None, scores)
+        assert torch.isfinite(out).sum(1).eq(1).all()
+        counts = np.bincount(out.argmax(1).numpy(), minlength=len(logits))
+        p = np.exp(logits / temperature)
+        p /= p.sum()
+        order = np.argsort(-p)
+        keep = np.zeros_like(p, dtype=bool)
+        keep[order[: np.searchsorted(np.cumsum(p[order]), top_p) + 1]] = True
+        expected = np.where(keep, p, 0) / p[keep].sum()
+        assert (counts[~keep] == 0).all()
+        sigma = np.sqrt(n * expected * (1 - expected)) + 1e-9
+        assert (np.abs(counts - n * expected) <= 5 * sigma).all(), (counts, n * expected)
 
 
 def test_local_generator_applies_the_chat_template(tiny_lm):

@@ -66,7 +66,10 @@ class RequestCache:
         DataError = _data_error()
         if self.path.exists() and self.path.is_dir():
             raise DataError(f"generator cache {self.path} is a directory, expected an SQLite file")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataError(f"generator cache {self.path}: cannot create its directory ({exc.strerror})") from None
         try:
             conn = sqlite3.connect(str(self.path), timeout=self.busy_timeout_s, isolation_level=None,
                                    check_same_thread=False)

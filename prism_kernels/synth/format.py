@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping
 
 __all__ = ["Example", "format_examples", "parse_examples", "SEPARATOR"]
 
@@ -91,6 +91,9 @@ _HEADING_RE = re.compile(
     r"^\s*(?P<hashes>#{1,6})?\s*(?P<bold>\*\*|__)?\s*" + _NAME +
     r"\s*(?:#?\s*\d+)?\s*(?P<colon1>:)?\s*(?P=bold)?\s*(?P<colon2>:)?\s*(?P<rest>.*?)\s*$",
     re.IGNORECASE)
+# "<final_answer>42</final_answer>": the heading name used as an XML tag around the answer.
+_TAGGED_FINAL_RE = re.compile(r"^\s*<\s*final[ _-]*answer\s*>(?P<rest>.*?)<\s*/\s*final[ _-]*answer\s*>\s*$",
+                              re.IGNORECASE)
 _SEPARATOR_RE = re.compile(r"^\s*(?:-{3,}|\*{3,}|_{3,}|(?:-\s){2,}-)\s*$")
 _FENCE_RE = re.compile(r"^\s*```[\w-]*\s*$")
 _SYNONYMS = {"problem": "question", "solution": "answer"}
@@ -98,6 +101,9 @@ _SYNONYMS = {"problem": "question", "solution": "answer"}
 
 def _heading(line: str, current: str | None) -> tuple[str, str] | None:
     """(field, rest of the line) when `line` is a heading, else None."""
+    tagged = _TAGGED_FINAL_RE.match(line)
+    if tagged is not None:
+        return "final_answer", tagged.group("rest").strip()
     m = _HEADING_RE.match(line)
     if m is None:
         return None

@@ -19,10 +19,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -32,6 +33,7 @@ __all__ = ["GenerationRequest", "Generation", "Generator", "GeneratorError", "Op
            "LocalGenerator", "CallableGenerator", "RequestCache", "generator_from_cli", "derive_seed"]
 
 ProgressFn = Callable[[int, int], None]
+log = logging.getLogger("prism_kernels.synth")
 
 
 def _data_error():
@@ -75,19 +77,18 @@ class GenerationRequest:
     stop: tuple[str, ...] | None = None
 
     def __post_init__(self):
-        err = _data_error()
         if isinstance(self.messages, (str, bytes)) or not isinstance(self.messages, Sequence):
-            raise err(f"GenerationRequest.messages must be a list of {{'role', 'content'}} dicts, "
+            raise _data_error()(f"GenerationRequest.messages must be a list of {{'role', 'content'}} dicts, "
                       f"got {type(self.messages).__name__}")
         msgs = []
         for i, m in enumerate(self.messages):
             if not isinstance(m, Mapping) or not isinstance(m.get("role"), str) or not isinstance(
                     m.get("content"), str):
-                raise err(f"GenerationRequest.messages[{i}] must be a dict with string 'role' and 'content', "
+                raise _data_error()(f"GenerationRequest.messages[{i}] must be a dict with string 'role' and 'content', "
                           f"got {m!r:.80}")
             msgs.append({k: m[k] for k in m})
         if not msgs:
-            raise err("GenerationRequest.messages is empty")
+            raise _data_error()("GenerationRequest.messages is empty")
         object.__setattr__(self, "messages", tuple(msgs))
         # Canonical numeric types, so 1 and 1.0 give the same cache key.
         object.__setattr__(self, "temperature", float(self.temperature))
@@ -100,13 +101,13 @@ class GenerationRequest:
             stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
             object.__setattr__(self, "stop", stop or None)
         if self.temperature < 0:
-            raise err(f"GenerationRequest.temperature must be >= 0, got {self.temperature}")
+            raise _data_error()(f"GenerationRequest.temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
-            raise err(f"GenerationRequest.top_p must be in (0, 1], got {self.top_p}")
+            raise _data_error()(f"GenerationRequest.top_p must be in (0, 1], got {self.top_p}")
         if self.max_tokens < 1:
-            raise err(f"GenerationRequest.max_tokens must be >= 1, got {self.max_tokens}")
+            raise _data_error()(f"GenerationRequest.max_tokens must be >= 1, got {self.max_tokens}")
         if self.sample_index < 0:
-            raise err(f"GenerationRequest.sample_index must be >= 0, got {self.sample_index}")
+            raise _data_error()(f"GenerationRequest.sample_index must be >= 0, got {self.sample_index}")
 
     def samples(self, n: int) -> list["GenerationRequest"]:
         """n requests for n samples of this prompt: sample_index 0..n-1, everything else equal."""
@@ -174,6 +175,9 @@ class Generator:
     def __init__(self, model_id: str, cache: RequestCache | str | os.PathLike | None = None):
         self.model_id = model_id
         self.cache = cache if isinstance(cache, RequestCache) or cache is None else RequestCache(cache)
+        # Counts over this generator's life, for the loops' logs: requests asked for, answered from the
+        # cache, generated, and (HTTP) retries.
+        self.stats = {"requests": 0, "cached": 0, "generated": 0, "retries": 0}
 
     def generate(self, requests: Sequence[GenerationRequest], progress: ProgressFn | None = None
                  ) -> list[Generation]:
@@ -205,6 +209,8 @@ class Generator:
                 positions.setdefault(key, []).append(i)
         todo = [p[0] for p in positions.values()]
         done = len(requests) - sum(len(p) for p in positions.values())
+        self.stats["requests"] += len(requests)
+        self.stats["cached"] += done
         total = len(requests)
         if progress is not None and done:
             progress(done, total)
@@ -217,6 +223,7 @@ class Generator:
             for j in positions[keys[i]]:
                 out[j] = gen
             done += len(positions[keys[i]])
+            self.stats["generated"] += 1
             if progress is not None:
                 progress(done, total)
 
@@ -289,14 +296,20 @@ class OpenAIGenerator(Generator):
     max_retries: retries after the first attempt on 429, 5xx, timeouts, connection errors and malformed
     bodies, with exponential backoff and full jitter: sleep ~ U(0, min(backoff_max, backoff_base * 2**i)),
     at least the server's Retry-After. 4xx other than 408/409/429 fail at once. cache: a `RequestCache`
-    or a path to one. extra_body: more JSON fields sent with every request (e.g. {"top_k": 20} for vLLM).
+    or a path to one. extra_body: more JSON fields sent with every request (e.g. {"top_k": 20} for vLLM;
+    part of the cache key). on_rejected: what a request the server refuses for its content (HTTP 400, 413,
+    422, e.g. a prompt over the context length) does: "raise" a `GeneratorError` (default), or "skip": it
+    becomes an empty generation with finish_reason "rejected" (cached, so a resumed run does not retry it).
+    Other 4xx (401, 403, 404: key, permission, URL or model name wrong) always raise.
     """
 
     def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", concurrency: int = 8,
                  timeout: float = 60.0, max_retries: int = 6, backoff_base: float = 0.5,
                  backoff_max: float = 30.0, cache: RequestCache | str | os.PathLike | None = None,
-                 extra_body: Mapping[str, Any] | None = None):
+                 extra_body: Mapping[str, Any] | None = None, on_rejected: str = "raise"):
         err = _data_error()
+        if on_rejected not in ("raise", "skip"):
+            raise err(f"generator on_rejected must be 'raise' or 'skip', got {on_rejected!r}")
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
             raise err(f"generator URL must start with http:// or https://, got {base_url!r}")
         if not model:
@@ -307,7 +320,10 @@ class OpenAIGenerator(Generator):
             raise err(f"generator timeout must be > 0 seconds, got {timeout}")
         if max_retries < 0:
             raise err(f"generator max_retries must be >= 0, got {max_retries}")
-        super().__init__(model, cache)
+        extra = dict(extra_body or {})
+        # Extra sampling fields change the outputs: they are part of the model id in cache keys.
+        super().__init__(model + (json.dumps(extra, sort_keys=True) if extra else ""), cache)
+        self.on_rejected = on_rejected
         self.base_url = base_url.rstrip("/")
         self.url = self.base_url + "/chat/completions"
         self.model = model
@@ -317,7 +333,7 @@ class OpenAIGenerator(Generator):
         self.max_retries = int(max_retries)
         self.backoff_base = float(backoff_base)
         self.backoff_max = float(backoff_max)
-        self.extra_body = dict(extra_body or {})
+        self.extra_body = extra
         self._rng = random.Random()  # jitter only; never affects results
 
     def __repr__(self) -> str:
@@ -342,12 +358,20 @@ class OpenAIGenerator(Generator):
             response = await asyncio.wait_for(client.post(self.url, json=body), self.timeout)
         except (asyncio.TimeoutError, httpx.TimeoutException):
             raise _Retryable(f"timed out after {self.timeout:g} s") from None
-        except httpx.TransportError as exc:  # connection refused/reset, DNS, protocol errors
+        except httpx.ConnectError as exc:
+            raise _Retryable(f"cannot connect ({exc or type(exc).__name__}; is the server running?)") from None
+        except (httpx.TransportError, httpx.DecodingError) as exc:  # refused/reset connections, DNS, protocol
             raise _Retryable(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from None
         latency = time.perf_counter() - t0
         status = response.status_code
+        if 300 <= status < 400:
+            raise GeneratorError(f"generator {self.url} redirects (HTTP {status}) to "
+                                 f"{response.headers.get('location', '?')}; give that base URL instead")
         if status == 429 or status in (408, 409) or status >= 500:
             raise _Retryable(f"HTTP {status}: {_server_message(response)}", _retry_after(response))
+        if status in (400, 413, 422) and self.on_rejected == "skip":
+            log.info("generator %s rejected a request: HTTP %d: %s", self.url, status, _server_message(response))
+            return Generation("", "rejected", False, None, None, latency)
         if status >= 400:
             hint = " (is the base URL right? it usually ends in /v1)" if status == 404 else ""
             raise GeneratorError(f"generator {self.url} rejected the request (model {self.model!r}): "
@@ -378,11 +402,18 @@ class OpenAIGenerator(Generator):
                     gen = await self._attempt(client, body)
                 except _Retryable as exc:
                     last, retry_after = str(exc), exc.retry_after
+                    if attempt < self.max_retries:
+                        self.stats["retries"] += 1
+                        # The first retry of a generator is a warning (a user waiting sees why); the rest debug.
+                        level = logging.WARNING if self.stats["retries"] == 1 else logging.DEBUG
+                        log.log(level, "generator %s: %s; retrying (attempt %d of %d)", self.url, last,
+                                attempt + 2, self.max_retries + 1)
                     continue
             return Generation(gen.text, gen.finish_reason, False, gen.prompt_tokens, gen.completion_tokens,
                               gen.latency_s, attempt + 1)
+        resume = " Finished requests are cached: rerun to resume." if self.cache is not None else ""
         raise GeneratorError(f"generator {self.url} failed {self.max_retries + 1} times (model {self.model!r}); "
-                             f"last error: {last}. Finished requests are cached: rerun to resume")
+                             f"last error: {last}.{resume}")
 
     async def _agenerate_missing(self, requests, on_done):
         import httpx
@@ -430,14 +461,20 @@ def _fingerprint(path: Path) -> str:
 
 
 class _RowSampler:
-    """A transformers logits processor that picks each row's next token with that row's own torch.Generator
-    (temperature, then top-p), and leaves only that token finite, so greedy search takes it. Each request's
-    tokens thus depend on its own seed only, not on the other rows of the batch."""
+    """A transformers logits processor that picks each row's next token (temperature, then top-p, inverse-CDF
+    sampling) with a uniform drawn from that row's own CPU torch.Generator, and leaves only that token finite,
+    so greedy search takes it. Each request's tokens thus depend on its own seed only, not on the other rows
+    of the batch. The arithmetic is batched on the model's device; only the [batch] uniforms come from the
+    CPU generators."""
 
-    def __init__(self, requests: list[GenerationRequest]):
+    def __init__(self, requests: list[GenerationRequest], device):
         import torch
-        self.temps = [r.temperature for r in requests]
-        self.top_ps = [r.top_p for r in requests]
+        self.temps = torch.tensor([r.temperature for r in requests], dtype=torch.float32, device=device)
+        # top_p >= 1 keeps every token (no sort, and no rounding of the cumulative sum can drop the tail).
+        self.top_ps = torch.tensor([r.top_p if r.top_p < 1 else float("inf") for r in requests],
+                                   dtype=torch.float32, device=device)
+        self.sampled = torch.nonzero(self.temps > 0).squeeze(1)
+        self.nucleus = bool((self.top_ps[self.sampled] < float("inf")).any()) if len(self.sampled) else False
         self.gens = []
         for r in requests:
             g = torch.Generator(device="cpu")
@@ -446,24 +483,23 @@ class _RowSampler:
 
     def __call__(self, input_ids, scores):
         import torch
-        chosen = torch.empty(scores.shape[0], dtype=torch.long)
-        logits = scores.detach().to("cpu", torch.float64)
-        for b in range(scores.shape[0]):
-            row = logits[b]
-            if self.temps[b] == 0:
-                chosen[b] = int(torch.argmax(row))
-                continue
-            probs = torch.softmax(row / self.temps[b], dim=-1)
-            p, idx = torch.sort(probs, descending=True, stable=True)
-            cum = torch.cumsum(p, 0)
-            if self.top_ps[b] < 1:
-                keep = int(torch.searchsorted(cum, torch.tensor([self.top_ps[b]], dtype=cum.dtype))) + 1
-                p, idx, cum = p[:keep], idx[:keep], torch.cumsum(p[:keep], 0)
-            u = torch.rand((), generator=self.gens[b], dtype=torch.float64) * cum[-1]
-            j = min(int(torch.searchsorted(cum, u.reshape(1), right=True)), len(idx) - 1)
-            chosen[b] = idx[j]
+        # One uniform per row and step, greedy rows too: each row's stream advances the same way in any batch.
+        u = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in self.gens])
+        chosen = scores.argmax(-1)
+        rows = self.sampled
+        if len(rows):
+            probs = torch.softmax(scores[rows].float() / self.temps[rows, None], dim=-1)
+            idx = None
+            if self.nucleus:
+                probs, idx = torch.sort(probs, dim=-1, descending=True, stable=True)
+                # Keep the smallest prefix whose mass reaches top_p: token i stays if the mass before it < top_p.
+                probs = probs * ((torch.cumsum(probs, -1) - probs) < self.top_ps[rows, None])
+            cum = torch.cumsum(probs, -1)
+            target = u.to(cum.device, cum.dtype)[rows] * cum[:, -1]
+            j = torch.searchsorted(cum, target[:, None], right=True).clamp_max(cum.shape[-1] - 1)
+            chosen[rows] = (idx.gather(1, j) if idx is not None else j).squeeze(1)
         out = torch.full_like(scores, float("-inf"))
-        out[torch.arange(scores.shape[0], device=scores.device), chosen.to(scores.device)] = 0.0
+        out.scatter_(1, chosen[:, None], 0.0)
         return out
 
 
@@ -472,7 +508,7 @@ class LocalGenerator(Generator):
 
     path_or_model: a model directory or hub id (read from the local cache), or a loaded causal LM (then
     `tokenizer` is required). tokenizer: a tokenizer or its path (default: the model's). batch_size: prompts
-    per `generate` call (sorted by length to limit padding). device: "cpu", "cuda", "cuda:1", ... dtype:
+    per `generate` call (sorted by length to limit padding). device: "cpu", "cuda", "cuda:1", "auto", ... dtype:
     "auto" (the checkpoint's) or a torch dtype name. model_id: the name in cache keys (default "local:" +
     the resolved path + a fingerprint of its weight files). cache: a `RequestCache` or a path.
 
@@ -513,6 +549,9 @@ class LocalGenerator(Generator):
             default_id = f"local:{self.path}"
         super().__init__(model_id or default_id, cache)
         self.batch_size = int(batch_size)
+        if device == "auto":
+            import torch
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = device
         self.dtype = dtype
         self.trust_remote_code = trust_remote_code
@@ -574,9 +613,10 @@ class LocalGenerator(Generator):
         config = transformers.GenerationConfig(max_new_tokens=max_new, do_sample=False, num_beams=1,
                                                eos_token_id=sorted(self._eos), pad_token_id=tok.pad_token_id)
         t0 = time.perf_counter()
+        sampler = transformers.LogitsProcessorList([_RowSampler(requests, ids.device)])
         with torch.no_grad():
             seqs = model.generate(input_ids=ids, attention_mask=mask, generation_config=config,
-                                  logits_processor=transformers.LogitsProcessorList([_RowSampler(requests)]))
+                                  logits_processor=sampler)
         latency = (time.perf_counter() - t0) / len(requests)
         out = []
         for b, r in enumerate(requests):
@@ -641,12 +681,15 @@ class CallableGenerator(Generator):
 def generator_from_cli(generator: str, generator_model: str | None = None,
                        cache_path: str | os.PathLike | None = None, *, concurrency: int = 8,
                        timeout: float = 60.0, max_retries: int = 6, batch_size: int = 8,
-                       device: str = "cpu", api_key_env: str = "OPENAI_API_KEY") -> Generator:
+                       device: str = "cpu", api_key_env: str = "OPENAI_API_KEY", on_rejected: str = "raise"
+                       ) -> Generator:
     """The generator the command line names.
 
     generator: "http(s)://HOST[:PORT]/v1" (an OpenAI-compatible server; the model from `generator_model`,
     the key from $OPENAI_API_KEY) or "local:PATH" (a local causal LM directory or cached hub id).
-    cache_path: the SQLite request cache (None: no cache). Bad values raise DataError naming the option.
+    cache_path: the SQLite request cache (None: no cache). The keyword options go to `OpenAIGenerator`
+    (concurrency, timeout, max_retries, api_key_env, on_rejected) or `LocalGenerator` (batch_size, device).
+    Bad values raise DataError naming the option.
     """
     err = _data_error()
     if not isinstance(generator, str) or not generator.strip():
@@ -657,7 +700,7 @@ def generator_from_cli(generator: str, generator_model: str | None = None,
         if not generator_model:
             raise err(f"--generator {generator} needs --generator-model NAME (the model the server serves)")
         return OpenAIGenerator(generator, generator_model, api_key_env=api_key_env, concurrency=concurrency,
-                               timeout=timeout, max_retries=max_retries, cache=cache)
+                               timeout=timeout, max_retries=max_retries, cache=cache, on_rejected=on_rejected)
     if generator.startswith("local:"):
         path = generator[len("local:"):]
         if not path:
