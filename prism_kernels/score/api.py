@@ -118,7 +118,8 @@ def score_dataset(paths, out_dir, *, config: ScoreConfig | None = None, overwrit
     cfg = (config.replace(**options) if config is not None else ScoreConfig(data=list(paths), **options))
     cfg.data = [os.fspath(p) for p in paths]
     cfg.validate()
-    cfg.device, cfg.dtype = resolve_device(cfg.device, cfg.dtype)
+    cfg.device, cfg.dtype = resolve_device(cfg.device, cfg.dtype, gpus_per_worker=cfg.gpus_per_worker,
+                                           local=cfg.engine == "local")
     console = console or Console(stderr=True)
     if progress is None:
         progress = console.is_terminal
@@ -137,6 +138,9 @@ def score_dataset(paths, out_dir, *, config: ScoreConfig | None = None, overwrit
     if stored is not None and overwrite:
         run.clear()
         stored = None
+    if stored is not None and stored.get("config_hash") != chash and not run.done_shards():
+        run.clear()  # nothing sketched yet: nothing to protect, start with the new configuration
+        stored = None
     if stored is not None and stored.get("config_hash") != chash:
         diffs = diff_identity(stored.get("identity", {}), cfg.identity()) or ["the configuration format"]
         raise _error(f"{out_dir} holds a run with another configuration ({'; '.join(diffs)}); "
@@ -147,12 +151,14 @@ def score_dataset(paths, out_dir, *, config: ScoreConfig | None = None, overwrit
         run.root.mkdir(parents=True, exist_ok=True)
         run.write_config(cfg.to_json())
 
+    run.remove_stale_tmp()  # halves of files a kill -9 interrupted
     renderer = Renderer(tokenizer, cfg.max_length)
     with Progress(bool(progress), console) as bars:
         if not run.plan_path.exists():
             total = None
             try:
-                total = min(dataset.count(), cfg.limit) if cfg.limit else None
+                total = dataset.count()  # one streaming pass (cached by the dataset), for the bar's ETA
+                total = min(total, cfg.limit) if cfg.limit else total
             except Exception:  # noqa: BLE001 - count is only for the bar
                 total = None
             bars.add("plan", "plan  ", total)
@@ -174,13 +180,14 @@ def score_dataset(paths, out_dir, *, config: ScoreConfig | None = None, overwrit
         timing = None
         t_sketch = time.perf_counter()
         if todo:
-            def record(result):
-                run.record_shard(result.to_json(), chash)
-                say(f"shard {result.shard} done")
+            def record(result):  # a ShardResult, or its to_json() dict (e.g. from a Ray actor)
+                entry = result if isinstance(result, dict) else result.to_json()
+                run.record_shard(entry, chash)
+                say(f"shard {entry['shard']} done")
 
             bars.add("sketch", "sketch", info.n_rows, completed=rows_done)
             if cfg.engine == "local":
-                ctx = ShardContext.from_run_dir(run.root, device=cfg.device)
+                ctx = ShardContext.from_run_dir(run.root, device=cfg.device, dataset=dataset)
                 timing = run_local(ctx, todo, record, on_rows=lambda n: bars.advance("sketch", n))
             else:
                 engine = _ray_engine()

@@ -180,6 +180,17 @@ class RunDir:
         manifest["shards"] = dict(sorted(manifest["shards"].items(), key=lambda kv: int(kv[0])))
         write_json(self.manifest_path, manifest)
 
+    def remove_stale_tmp(self) -> int:
+        """Deletes temporary files left by an interrupted atomic write (``.NAME.*.tmp``); returns how many.
+        Call it only when no other process writes into this run."""
+        n = 0
+        for folder in (self.root, self.sketch_dir):
+            if folder.is_dir():
+                for p in folder.glob(".*.tmp"):
+                    p.unlink(missing_ok=True)
+                    n += 1
+        return n
+
     def clear(self) -> None:
         """Removes everything a run writes (for ``--overwrite``); other files are left alone."""
         import shutil
