@@ -174,14 +174,14 @@ def test_kill_9_and_resume_gives_the_uninterrupted_result(setup, tmp_path):
         proc = subprocess.Popen([sys.executable, "-c", code, *argv], env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE)
         items = killed / "items"
-        deadline = time.time() + 120
+        deadline = time.time() + 600  # a loaded 2-core machine takes minutes to start a torch process
         while time.time() < deadline and proc.poll() is None and len(list(items.glob("item-*.json"))) < 2:
             time.sleep(0.05)
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
         done_before = len(list(items.glob("item-*.json")))
-        assert 2 <= done_before < 6
+        assert 2 <= done_before < 6, f"{done_before} items when killed"
         part = killed / "embeddings" / "part-00000.safetensors"
         part_mtime = part.stat().st_mtime_ns
         sent_before = server.completed
