@@ -116,10 +116,13 @@ def test_embedsdg_end_to_end_against_a_loopback_server(setup, tmp_path):
 
     # Running again finds everything done: no request is sent, the outputs are the same.
     before = (out / "synthetic.jsonl").read_text()
+    stale = out / "items" / ".item-000000.json.x1y2.tmp"  # what a writer killed mid-write leaves
+    stale.write_text("{")
     with OpenAIServer(responder=responder) as server:
         again = run_embedsdg(_args(setup, out, server.url, "--n", "8"))
         assert server.attempts == 0
     assert (out / "synthetic.jsonl").read_text() == before and again == summary
+    assert not stale.exists()
     # Other settings in the same directory are refused, naming what differs.
     with pytest.raises(DataError, match=r"other settings \(reduce\)"):
         run_embedsdg(_args(setup, out, "http://127.0.0.1:9/v1", "--n", "8", "--reduce", "svd"))
@@ -184,6 +187,9 @@ def test_kill_9_and_resume_gives_the_uninterrupted_result(setup, tmp_path):
         assert 2 <= done_before < 6, f"{done_before} items when killed"
         part = killed / "embeddings" / "part-00000.safetensors"
         part_mtime = part.stat().st_mtime_ns
+        # A request the killed client had in flight still finishes on the server: let it, then count.
+        while server.in_flight:
+            time.sleep(0.05)
         sent_before = server.completed
         run_embedsdg(_args(setup, killed, server.url, "--n", "6", "--batch", "1"))
         sent_after = server.completed - sent_before

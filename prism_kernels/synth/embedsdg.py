@@ -555,9 +555,15 @@ def _prepare_run(args, run: _Run, source: ExampleSource) -> dict:
             raise _user_error()(f"--out {run.root}: config.json is not an EmbedSDG run ({old.get('format')})")
         if old.get("hash") != digest:
             differ = [k for k in identity if old.get("identity", {}).get(k) != identity[k]]
-            raise _user_error()(f"--out {run.root} holds a run with other settings ({', '.join(differ) or 'format'}); "
-                                "use another --out, the same options, or --overwrite")
-    elif run.root.exists() and any(p.name != "requests.sqlite" and not p.name.startswith("requests.sqlite")
+            raise _user_error()(f"--out {run.root} holds a run with other settings "
+                                f"({', '.join(differ) or 'format'}); use another --out, the same options, "
+                                "or --overwrite")
+        # A writer killed mid-write leaves its temporary file (the target is intact): remove them.
+        for folder in (run.root, run.path("embeddings"), run.path("items")):
+            for stale in folder.glob(".*.tmp") if folder.is_dir() else ():
+                stale.unlink(missing_ok=True)
+    elif run.root.exists() and any(not p.name.startswith("requests.sqlite")
+                                   and not (p.name.startswith(".") and p.name.endswith(".tmp"))
                                    for p in run.root.iterdir()):
         raise _user_error()(f"--out {run.root} exists and is not an EmbedSDG run directory")
     else:
