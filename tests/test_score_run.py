@@ -115,7 +115,8 @@ def test_gvendi_state_and_novelty_match_independent_computation(base):
     assert g["q2"] == pytest.approx(1.0 / (lam ** 2).sum().item(), rel=1e-9)
     assert g["inf"] == pytest.approx(1.0 / lam.max().item(), rel=1e-9)
     state = pk.VendiState.load(run / "state.safetensors")  # the merged state is a loadable VendiState
-    assert state.rows == 24 and state.score(1) == g["q1"]
+    assert state.rows == 24 and state.score(1) == g["q1"] and state.score("inf") == g["inf"]
+    assert state.score(2) == g["q2"]
     # each shard's own state is in state.safetensors too
     st = load_file(run / "state.safetensors")
     assert st["shard_gram"].shape == (6, 32 * 33 // 2) and st["shard_count"].tolist() == [4.0] * 6
@@ -157,6 +158,17 @@ def test_formats_give_identical_summaries_and_limit(env, base):
         assert numbers(r.summary) == numbers(base.summary), name
         nov = pq.read_table(r.run_dir / "samples.parquet").column("novelty")
         assert nov.equals(pq.read_table(base.run_dir / "samples.parquet").column("novelty"))
+    # a datasets folder (save_to_disk), and the JSONL split in two files scored as one dataset
+    datasets = pytest.importorskip("datasets")
+    datasets.Dataset.from_list(env["records"]).save_to_disk(str(root / "g_hf"))
+    (root / "g1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in env["records"][:10]))
+    (root / "g2.jsonl").write_text("".join(json.dumps(r) + "\n" for r in env["records"][10:]))
+    for name, paths in (("hf", [root / "g_hf"]), ("two", [root / "g1.jsonl", root / "g2.jsonl"])):
+        r = score_dataset(paths, root / f"run-{name}", model=env["model"], **OPTS)
+        assert numbers(r.summary) == numbers(base.summary), name
+    rows = pq.read_table(root / "run-two" / "samples.parquet").to_pylist()
+    assert [(os.path.basename(x["source"]), x["line"]) for x in rows] == \
+        [("g1.jsonl", i) for i in range(1, 11)] + [("g2.jsonl", i) for i in range(1, 15)]
     lim = score_dataset([env["jsonl"]], root / "run-limit", model=env["model"], limit=10, **OPTS)
     assert lim.summary["n"] == 10 and lim.summary["shards"] == 3
     assert pq.read_table(lim.run_dir / "samples.parquet").column("row_id").to_pylist() == list(range(10))
@@ -261,3 +273,15 @@ def test_pipeline_finishes_good_shards_and_raises_a_stage_error(base, tmp_path):
     assert all(torch.equal(tensors[k], tensors2[k]) for k in tensors)  # recomputed bit for bit
     result = run_shard(ctx, 3)
     assert (result.shard, result.start, result.stop, result.sketched) == (3, 12, 16, 4)
+
+
+def test_a_run_directory_in_use_is_refused(env, base):
+    from prism_kernels.score import RunDir
+
+    held = RunDir(base.run_dir).lock()  # as another prism score process would hold it
+    try:
+        with pytest.raises(DataError, match="in use by another prism score"):
+            score_dataset([env["jsonl"]], base.run_dir, model=env["model"], **OPTS)
+    finally:
+        held.close()
+    assert score_dataset([env["jsonl"]], base.run_dir, model=env["model"], **OPTS).summary["n"] == 24

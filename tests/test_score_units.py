@@ -60,7 +60,8 @@ def test_packed_gram_and_streamed_safetensors(tmp_path):
     assert torch.equal(unpack_lower(packed, 7, symmetric=False), torch.tril(g))
     parts = [torch.arange(6, dtype=torch.float64), torch.arange(6, 12, dtype=torch.float64)]
     write_safetensors_stream(tmp_path / "s.safetensors",
-                             [("a", "F64", [2, 6], lambda: parts), ("b", "I64", [3], lambda: [torch.tensor([1, 2, 3])])],
+                             [("a", "F64", [2, 6], lambda: parts),
+                              ("b", "I64", [3], lambda: [torch.tensor([1, 2, 3])])],
                              {"note": "x"})
     t = load_file(tmp_path / "s.safetensors")
     assert torch.equal(t["a"], torch.arange(12, dtype=torch.float64).reshape(2, 6))
