@@ -215,6 +215,16 @@ def test_bad_options_are_one_line_errors(setup, tmp_path):
         run_embedsdg(_args(setup, tmp_path / "a", "http://127.0.0.1:9/v1", "--n", "2", "--window", "12"))
     with pytest.raises(DataError, match=r"no sparse windows .* raise --quantile or --threshold"):
         run_embedsdg(_args(setup, tmp_path / "b", "http://127.0.0.1:9/v1", "--n", "2", "--threshold", "1"))
+    # One process per run directory: a held lock (another process's, as far as flock is concerned:
+    # another open file) refuses the run before anything is read or written.
+    fcntl = pytest.importorskip("fcntl")
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    with open(busy / ".lock", "a+") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(DataError, match=r"in use by another prism synth embedsdg process"):
+            run_embedsdg(_args(setup, busy, "http://127.0.0.1:9/v1", "--n", "2"))
+    assert sorted(p.name for p in busy.iterdir()) == [".lock"]
 
 
 def test_in_memory_examples_and_changed_data_is_refused(setup, tmp_path):

@@ -517,6 +517,7 @@ class _Run:
         from pathlib import Path
 
         self.root = Path(root)
+        self.lock = None  # the open lock file while this process works on the run
 
     def path(self, *parts):
         return self.root.joinpath(*parts)
@@ -535,6 +536,23 @@ def _read_json(path):
         return json.load(f)
 
 
+def _lock(run: _Run):
+    """An exclusive flock on ``RUN_DIR/.lock`` (one process per run directory); DataError when taken."""
+    run.root.mkdir(parents=True, exist_ok=True)
+    handle = open(run.path(".lock"), "a+")
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        return handle
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise _user_error()(f"--out {run.root} is in use by another prism synth embedsdg process; wait for it "
+                            "or use another --out") from None
+    return handle
+
+
 def _prepare_run(args, run: _Run, source: ExampleSource) -> dict:
     import shutil
 
@@ -549,6 +567,7 @@ def _prepare_run(args, run: _Run, source: ExampleSource) -> dict:
         else:
             raise _user_error()(f"--out {run.root}: not an EmbedSDG run directory (no config.json); "
                                 "refusing to delete it with --overwrite")
+    run.lock = _lock(run)  # held until this process ends (the OS releases it, even after kill -9)
     if config_path.exists():
         old = _read_json(config_path)
         if old.get("format") != RUN_FORMAT:
@@ -562,9 +581,7 @@ def _prepare_run(args, run: _Run, source: ExampleSource) -> dict:
         for folder in (run.root, run.path("embeddings"), run.path("items")):
             for stale in folder.glob(".*.tmp") if folder.is_dir() else ():
                 stale.unlink(missing_ok=True)
-    elif run.root.exists() and any(not p.name.startswith("requests.sqlite")
-                                   and not (p.name.startswith(".") and p.name.endswith(".tmp"))
-                                   for p in run.root.iterdir()):
+    elif any(not p.name.startswith(("requests.sqlite", ".")) for p in run.root.iterdir()):
         raise _user_error()(f"--out {run.root} exists and is not an EmbedSDG run directory")
     else:
         run.root.mkdir(parents=True, exist_ok=True)
@@ -673,16 +690,24 @@ def run_embedsdg(args, source: ExampleSource | None = None) -> dict:
     inputs_embeds) raise :class:`prism_kernels.data.DataError` with one line; a teacher that stays
     down raises the generator's error after its retries, and the same command resumes.
     """
+    _check_args(args)
+    run = _Run(args.out)
+    source = source if source is not None else _open_source(args)
+    try:
+        config = _prepare_run(args, run, source)
+        return _run_locked(args, run, source, config)
+    finally:
+        if run.lock is not None:
+            run.lock.close()
+
+
+def _run_locked(args, run: _Run, source: ExampleSource, config: dict) -> dict:
     import os
 
     from ..score.rundir import atomic_write, write_json
     from .format import format_examples
     from .generators import generator_from_cli
 
-    _check_args(args)
-    run = _Run(args.out)
-    source = source if source is not None else _open_source(args)
-    config = _prepare_run(args, run, source)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = load_student(args.student, args.student_tokenizer, device=device, dtype=args.dtype,
                                     trust_remote_code=args.trust_remote_code)
