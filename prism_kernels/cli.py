@@ -62,7 +62,7 @@ def _nonneg_float(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argparse parser of ``prism`` (subcommands score, compare, bench)."""
+    """The argparse parser of ``prism`` (subcommands score, compare, bench, synth)."""
     from .score.config import DEFAULT_MODEL
 
     parser = argparse.ArgumentParser(
@@ -132,7 +132,29 @@ def build_parser() -> argparse.ArgumentParser:
                                    "tables (ratios against the named peers). Needs a source checkout.")
     b.add_argument("--quick", action="store_true", help="pass --quick to every report (smaller cases)")
     b.add_argument("--only", default=None, help="run only reports whose file name contains this text")
+
+    y = sub.add_parser("synth", help="grow a dataset with an LLM: Prismatic Synthesis or EmbedSDG",
+                       description="Synthesis loops on the kernels. Generators are named as --generator URL "
+                                   "--generator-model NAME (an OpenAI-compatible server, key from "
+                                   "OPENAI_API_KEY) or --generator local:PATH (a local causal LM).")
+    loops = y.add_subparsers(dest="loop", metavar="LOOP")
+    _add_loop(loops, "prismatic", "prismatic", "add_prismatic_arguments",
+              "keep generated samples that land in sparse gradient-space clusters (Prismatic Synthesis)")
+    _add_loop(loops, "embedsdg", "embedsdg", "add_embedsdg_arguments",
+              "generate examples in sparse regions of the student's embedding map (EmbedSDG)")
     return parser
+
+
+def _add_loop(loops, name: str, module: str, adder: str, help_text: str) -> None:
+    """Adds ``prism synth NAME`` with the options of ``prism_kernels.synth.MODULE.ADDER`` (when installed)."""
+    import importlib
+
+    try:
+        add_arguments = getattr(importlib.import_module(f"prism_kernels.synth.{module}"), adder)
+    except ImportError:  # a checkout without that loop, or its extra not installed
+        return
+    p = loops.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
+    add_arguments(p)
 
 
 def _cmd_score(args, console) -> int:
@@ -201,6 +223,23 @@ def _cmd_bench(args, console) -> int:
     return 1 if status else 0
 
 
+def _cmd_synth(args, console) -> int:
+    import importlib
+
+    if getattr(args, "loop", None) is None:
+        raise _usage_error("prism synth needs a loop: prism synth prismatic ... or prism synth embedsdg ... "
+                           "(see prism synth --help)")
+    module = importlib.import_module(f"prism_kernels.synth.{args.loop}")
+    result = getattr(module, f"run_{args.loop}")(args)
+    return result if isinstance(result, int) else 0
+
+
+def _usage_error(message: str):
+    from .data import DataError
+
+    return DataError(message)
+
+
 def main(argv=None) -> int:
     """Entry point of the ``prism`` console script and ``python -m prism_kernels``; returns the exit status."""
     # Models and datasets come from disk or the local cache; never reach for the network unasked.
@@ -219,7 +258,8 @@ def main(argv=None) -> int:
 
     console = Console(stderr=True)
     try:
-        return {"score": _cmd_score, "compare": _cmd_compare, "bench": _cmd_bench}[args.command](args, console)
+        return {"score": _cmd_score, "compare": _cmd_compare, "bench": _cmd_bench,
+                "synth": _cmd_synth}[args.command](args, console)
     except DataError as exc:
         msg = " ".join(str(exc).split())
         print(f"prism: error: {msg}", file=sys.stderr)
@@ -227,6 +267,13 @@ def main(argv=None) -> int:
     except OSError as exc:  # permissions, a full disk, a vanished file: the environment, not a bug
         print(f"prism: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a generator server that stayed down: one line, and the run resumes
+        if type(exc).__name__ != "GeneratorError":
+            raise
+        msg = " ".join(str(exc).split())
+        print(f"prism: error: {msg} (finished requests are cached: run the same command again to resume)",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("prism: interrupted; run the same command again to continue", file=sys.stderr)
         return 130

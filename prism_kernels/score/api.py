@@ -210,7 +210,7 @@ def _score_locked(run, cfg, dataset, tokenizer, fieldmap, chash, overwrite, prog
                 timing = run_local(ctx, todo, record, on_rows=lambda n: bars.advance("sketch", n))
             else:
                 engine = _ray_engine()
-                engine.run(run.root, todo, workers=cfg.workers, gpus_per_worker=cfg.gpus_per_worker,
+                timing = engine.run(run.root, todo, workers=cfg.workers, gpus_per_worker=cfg.gpus_per_worker,
                            address=cfg.address, device=cfg.device, on_done=record,
                            on_rows=lambda n: bars.advance("sketch", n))
             sketched_now = sum(info.shards[s][1] - info.shards[s][0] for s in todo)
