@@ -169,7 +169,17 @@ def test_bad_records_skip_and_fail(env):
     lines[5] = json.dumps({"question": "What is 2+2?", "answer": ""})
     bad = root / "bad.jsonl"
     bad.write_text("\n".join(lines) + "\n")
-    r = score_dataset([bad], root / "run-bad", model=env["model"], **OPTS)
+    import io
+
+    from rich.console import Console
+
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=True, width=150)
+    r = score_dataset([bad], root / "run-bad", model=env["model"], console=console, print_result=True,
+                      **{**OPTS, "progress": True})
+    shown = buf.getvalue()
+    assert "rows/s" in shown and "G-Vendi q=1" in shown  # the progress bars and the printed summary
+    assert "bad.jsonl:3" in shown and "bad.jsonl:6" in shown  # bad rows reported with file and line
     assert r.summary["n"] == 6 and r.summary["skipped"] == {"empty_response": 1, "malformed_record": 1}
     t = pq.read_table(r.run_dir / "samples.parquet").to_pylist()
     assert [x["skipped_reason"] for x in t].count(None) == 6

@@ -156,7 +156,8 @@ def score_dataset(paths, out_dir, *, config: ScoreConfig | None = None, overwrit
         if not run.plan_path.exists():
             total = None
             try:
-                total = min(dataset.count(), cfg.limit) if cfg.limit else None
+                total = dataset.count()  # one streaming pass (cached by the dataset), for the bar's ETA
+                total = min(total, cfg.limit) if cfg.limit else total
             except Exception:  # noqa: BLE001 - count is only for the bar
                 total = None
             bars.add("plan", "plan  ", total)
@@ -185,7 +186,7 @@ def score_dataset(paths, out_dir, *, config: ScoreConfig | None = None, overwrit
 
             bars.add("sketch", "sketch", info.n_rows, completed=rows_done)
             if cfg.engine == "local":
-                ctx = ShardContext.from_run_dir(run.root, device=cfg.device)
+                ctx = ShardContext.from_run_dir(run.root, device=cfg.device, dataset=dataset)
                 timing = run_local(ctx, todo, record, on_rows=lambda n: bars.advance("sketch", n))
             else:
                 engine = _ray_engine()

@@ -42,9 +42,10 @@ class ShardContext:
     scorer: object  # Scorer
 
     @classmethod
-    def from_run_dir(cls, run_dir, device: str | None = None) -> "ShardContext":
-        """Builds a context from a planned run directory (config.json + plan.parquet): opens the data and
-        loads the proxy (on ``device``, default the config's). Used by the Ray engine's actors."""
+    def from_run_dir(cls, run_dir, device: str | None = None, dataset=None) -> "ShardContext":
+        """Builds a context from a planned run directory (config.json + plan.parquet): opens the data (or uses
+        ``dataset``, an already opened one, e.g. with its seek index built) and loads the proxy (on ``device``,
+        default the config's). Used by the Ray engine's actors."""
         from ..data import FieldMap, open_dataset
         from .config import ScoreConfig
         from .scorer import Scorer
@@ -56,7 +57,8 @@ class ShardContext:
         cfg = ScoreConfig.from_json(stored)
         if device is not None:
             cfg.device = device
-        dataset = open_dataset(cfg.data, split=cfg.split)
+        if dataset is None:
+            dataset = open_dataset(cfg.data, split=cfg.split)
         fieldmap = FieldMap.from_json(cfg.fields)
         scorer = Scorer(cfg.model, cfg.tokenizer, k=cfg.k, kind=cfg.kind, seed=cfg.seed, fields=fieldmap,
                         params=cfg.params, max_length=cfg.max_length, device=cfg.device, dtype=cfg.dtype,
