@@ -41,7 +41,7 @@ N_CAND = 30
 
 # The pipelines; run as `python -c RUNNER jobs.json results.json` with the repository on PYTHONPATH.
 RUNNER = textwrap.dedent("""
-    import json, sys, time, traceback
+    import json, os, signal, socket, subprocess, sys, time, traceback
     import ray
     from nemo_curator.backends.ray_data import RayDataExecutor
     from nemo_curator.pipeline import Pipeline
@@ -51,30 +51,70 @@ RUNNER = textwrap.dedent("""
 
     jobs = json.load(open(sys.argv[1]))
     results = {}
-    for job in jobs:
-        t0 = time.perf_counter()
+    # One Ray cluster for every job (Curator's resumability needs one started before pipeline.run), with 4
+    # logical CPUs: on 2 cores, actors holding both CPUs starve the read tasks (DESIGN.md 4).
+    # (`ray start --head --block` as Curator's RayClient does, without its dashboard and `ray status` polling)
+    temp = sys.argv[3]
+    def free_port():
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+    port = free_port()
+    t0 = time.perf_counter()
+    head = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "ray"), "start", "--head", "--block",
+                             "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "4",
+                             "--ray-client-server-port", str(free_port()),
+                             "--dashboard-agent-listen-port", str(free_port()),
+                             "--metrics-export-port", str(free_port()),
+                             "--include-dashboard", "false", "--disable-usage-stats",
+                             "--temp-dir", temp], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.environ["RAY_ADDRESS"] = f"127.0.0.1:{port}"
+    for _ in range(300):
         try:
-            # 4 logical CPUs on a 2-core machine: with 2, actors holding both CPUs starve the reader (DESIGN 4)
-            ray.init(num_cpus=4, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
-            stages = [JsonlReader(job["input"])]
-            if job["stage"] == "sketch":
-                stages.append(GradientSketchStage(job["model"], k=job["k"], fields=job.get("fields"),
-                                                  shard_rows=job["shard_rows"], cpus=1.0))
-            else:
-                stages.append(PrismaticFilterStage(job["pool_run"], seed=0))
-            if job["writer"] == "parquet":
-                stages.append(ParquetWriter(job["out"]))
-            else:
-                stages.append(JsonlWriter(job["out"], write_kwargs={"double_precision": 15}))
-            tasks = Pipeline(name=job["name"], stages=stages).run(RayDataExecutor())
-            results[job["name"]] = {"ok": True, "files": [f for t in tasks for f in t.data]}
-        except BaseException as exc:
-            results[job["name"]] = {"ok": False, "error": f"{type(exc).__name__}: {exc}",
-                                    "traceback": traceback.format_exc()[-3000:]}
-        finally:
-            if ray.is_initialized():
-                ray.shutdown()
-        results[job["name"]]["seconds"] = time.perf_counter() - t0
+            ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
+            ray.shutdown()
+            break
+        except Exception:
+            time.sleep(1)
+    results["_ray_start_s"] = time.perf_counter() - t0
+    try:
+        for job in jobs:
+            t0 = time.perf_counter()
+            try:
+                stages = [JsonlReader(job["input"], files_per_partition=1)]
+                if job["stage"] == "sketch":
+                    stages.append(GradientSketchStage(job["model"], k=job["k"], fields=job.get("fields"),
+                                                      shard_rows=job["shard_rows"], cpus=1.0))
+                else:
+                    stages.append(PrismaticFilterStage(job["pool_run"], seed=0).with_(num_workers=1))
+                if job["writer"] == "parquet":
+                    stages.append(ParquetWriter(job["out"]))
+                else:
+                    stages.append(JsonlWriter(job["out"], write_kwargs={"double_precision": 15}))
+                tasks = Pipeline(name=job["name"], stages=stages).run(
+                    RayDataExecutor(), checkpoint_path=job.get("checkpoint"))
+                results[job["name"]] = {"ok": True, "files": [f for t in tasks for f in t.data]}
+            except BaseException as exc:
+                results[job["name"]] = {"ok": False, "error": f"{type(exc).__name__}: {exc}",
+                                        "traceback": traceback.format_exc()[-3000:]}
+            results[job["name"]]["seconds"] = time.perf_counter() - t0
+            json.dump(results, open(sys.argv[2], "w"))
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        # Ray processes of this cluster outside `ray start`'s group: found by the private temp dir in their
+        # command line, ended by pid.
+        for pid in os.listdir("/proc"):
+            if pid.isdigit() and int(pid) != os.getpid():
+                try:
+                    cmd = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+                except OSError:
+                    continue
+                if temp in cmd:
+                    try:
+                        os.kill(int(pid), signal.SIGKILL)
+                    except OSError:
+                        pass
         json.dump(results, open(sys.argv[2], "w"))
 """)
 
@@ -85,17 +125,39 @@ def _write_jsonl(path: Path, records) -> Path:
     return path
 
 
+def _kill_ray_of(temp: str) -> None:
+    """Ends, by pid, the processes of the Ray cluster whose private temp dir is ``temp``."""
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if temp in cmd:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except OSError:
+                    pass
+
+
 def _run_pipelines(jobs, root: Path) -> dict:
+    import tempfile
+
     jobs_path, results_path = root / "jobs.json", root / "results.json"
     jobs_path.write_text(json.dumps(jobs))
+    temp = tempfile.mkdtemp(prefix="prc-", dir="/tmp")  # short: Ray's socket paths live under it
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
                RAY_DEDUP_LOGS="0", RAY_USAGE_STATS_ENABLED="0")
-    proc = subprocess.Popen([sys.executable, "-c", RUNNER, str(jobs_path), str(results_path)], cwd=root, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    env.pop("RAY_ADDRESS", None)
+    # RayClient runs the `ray` command of this interpreter's environment
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    proc = subprocess.Popen([sys.executable, "-c", RUNNER, str(jobs_path), str(results_path), temp], cwd=root,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         out, _ = proc.communicate(timeout=PIPELINE_TIMEOUT)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)  # the runner and the Ray processes it started
+        _kill_ray_of(temp)
         out, _ = proc.communicate()
         pytest.fail(f"the Curator pipelines did not finish in {PIPELINE_TIMEOUT} s:\n{out.decode()[-4000:]}")
     if not results_path.exists():
@@ -114,31 +176,37 @@ def env(tmp_path_factory):
     model = str(tiny_causal_lm(root, tok))
     pool = gsm8k_records(N_POOL)
     pool[7] = {"question": pool[7]["question"], "answer": ""}  # empty response: skipped by both
-    pool_jsonl = _write_jsonl(root / "pool" / "pool.jsonl", pool)
+    half = N_POOL // 2
+    pool_a = _write_jsonl(root / "pool" / "a.jsonl", pool[:half])
+    pool_b = _write_jsonl(root / "pool" / "b.jsonl", pool[half:])
     cand = gsm8k_records(N_CAND, path=GSM8K_TEST)
     cand_jsonl = _write_jsonl(root / "cand" / "cand.jsonl", cand)
     bad_jsonl = _write_jsonl(root / "bad" / "bad.jsonl", [{"question": r["question"], "solution": r["answer"]}
                                                           for r in cand[:4]])
     t0 = time.perf_counter()
-    run = score_dataset([pool_jsonl], root / "pool-run", model=model, k=K, shard_rows=SHARD_ROWS, progress=False)
+    run = score_dataset([pool_a, pool_b], root / "pool-run", model=model, k=K, shard_rows=SHARD_ROWS,
+                        progress=False)
     score_s = time.perf_counter() - t0
+    sketch = {"stage": "sketch", "model": model, "k": K, "shard_rows": SHARD_ROWS}
     jobs = [
-        {"name": "sketch_parquet", "stage": "sketch", "input": str(pool_jsonl), "model": model, "k": K,
-         "shard_rows": SHARD_ROWS, "writer": "parquet", "out": str(root / "out-parquet")},
-        {"name": "sketch_jsonl", "stage": "sketch", "input": str(pool_jsonl), "model": model, "k": K,
-         "shard_rows": None, "writer": "jsonl", "out": str(root / "out-jsonl")},
-        {"name": "missing_field", "stage": "sketch", "input": str(bad_jsonl), "model": model, "k": K,
-         "fields": "prompt=question,response=answer", "shard_rows": SHARD_ROWS, "writer": "parquet",
-         "out": str(root / "out-bad")},
+        # resumability: the first run sees a.jsonl only; the second, over the folder, must skip it
+        dict(sketch, name="resume_a", input=[str(pool_a)], writer="parquet", out=str(root / "out-parquet"),
+             checkpoint=str(root / "ckpt")),
+        dict(sketch, name="resume_ab", input=str(root / "pool"), writer="parquet", out=str(root / "out-parquet"),
+             checkpoint=str(root / "ckpt")),
+        dict(sketch, name="sketch_jsonl", input=str(root / "pool"), shard_rows=None, writer="jsonl",
+             out=str(root / "out-jsonl")),
+        dict(sketch, name="missing_field", input=str(bad_jsonl), fields="prompt=question,response=answer",
+             writer="parquet", out=str(root / "out-bad")),
         {"name": "filter", "stage": "filter", "input": str(cand_jsonl), "pool_run": str(run.run_dir),
          "writer": "parquet", "out": str(root / "out-filter")},
     ]
     t0 = time.perf_counter()
     results = _run_pipelines(jobs, root)
     print(f"prism score: {score_s:.1f} s; Curator pipelines: {time.perf_counter() - t0:.1f} s "
-          f"({ {k: round(v['seconds'], 1) for k, v in results.items() if k != '_log'} })")
-    return {"root": root, "model": model, "run": run, "results": results, "pool": pool, "cand": cand,
-            "pool_jsonl": pool_jsonl, "cand_jsonl": cand_jsonl}
+          f"(Ray start {results.get('_ray_start_s', 0):.1f} s; "
+          f"{ {k: round(v['seconds'], 1) for k, v in results.items() if not k.startswith('_')} })")
+    return {"root": root, "model": model, "run": run, "results": results, "pool": pool, "cand": cand}
 
 
 def _ok(env, name):
@@ -154,17 +222,29 @@ def _rel(a, b):
 # ------------------------------------------------------------------------------------ sketch stage
 
 
-def test_sketch_pipeline_parquet_equals_prism_score(env):
+def _sketched_table(env) -> "pa.Table":
+    """The Parquet output of the two resumed runs, rows in input order (a.jsonl then b.jsonl)."""
+    files = sorted((env["root"] / "out-parquet").glob("*.parquet"))
+    table = pa.concat_tables([pq.read_table(f) for f in files])
+    order = sorted(range(table.num_rows), key=lambda i: (table.column("sketch_source")[i].as_py(),
+                                                         table.column("sketch_position")[i].as_py()))
+    return table.take(pa.array(order))
+
+
+def test_sketch_pipeline_parquet_resumed_equals_prism_score(env):
     from prism_kernels.integrations.nemo_curator import gvendi_from_output
 
-    res = _ok(env, "sketch_parquet")
-    assert len(res["files"]) == 1 and res["files"][0].endswith(".parquet")
-    table = pq.read_table(res["files"][0])
+    first, second = _ok(env, "resume_a"), _ok(env, "resume_ab")
+    # Curator's checkpoint: the second run over the folder skipped a.jsonl (finished by the first run)
+    assert len(first["files"]) == 1 and len(second["files"]) == 1 and first["files"] != second["files"]
+    assert len(list((env["root"] / "out-parquet").glob("*.parquet"))) == 2
+    table = _sketched_table(env)
     assert table.num_rows == N_POOL
+    assert table.column("sketch_source").to_pylist()[-1].endswith("b.jsonl")
     assert pa.types.is_fixed_size_list(table.schema.field("sketch").type)
     assert table.schema.field("sketch").type.list_size == K
     assert table.schema.field("sketch").type.value_type == pa.float32()
-    # the user's columns are kept, in order
+    # the user's columns are kept
     assert table.column("question").to_pylist() == [r["question"] for r in env["pool"]]
 
     got = gvendi_from_output(env["root"] / "out-parquet", shard_rows=SHARD_ROWS)
@@ -177,10 +257,11 @@ def test_sketch_pipeline_parquet_equals_prism_score(env):
     for a, b in zip(got["ci95"]["q1"], want["ci95"]["q1"]):
         assert _rel(a, b) < 1e-6
     assert got["sketch_meta"] == want["sketch_meta"]
-    print("parquet vs prism score rel. diff:", {q: _rel(got["gvendi"][q], want["gvendi"][q]) for q in got["gvendi"]},
+    print("parquet (resumed) vs prism score rel. diff:",
+          {q: _rel(got["gvendi"][q], want["gvendi"][q]) for q in got["gvendi"]},
           "ci:", [_rel(a, b) for a, b in zip(got["ci95"]["q1"], want["ci95"]["q1"])])
 
-    # per-sample columns equal samples.parquet's (same rows, same order: one input file = one task)
+    # per-sample columns equal samples.parquet's, row by row
     samples = pq.read_table(env["run"].run_dir / "samples.parquet")
     for col in ("n_tokens", "n_response_tokens", "truncated", "skipped_reason", "finite"):
         assert table.column(col).to_pylist() == samples.column(col).to_pylist(), col
@@ -245,7 +326,7 @@ def test_gvendi_from_output_refuses_wrong_width_and_mixed_metadata(env, tmp_path
     from prism_kernels.data import DataError
     from prism_kernels.integrations.nemo_curator import gvendi_from_output
 
-    table = pq.read_table(_ok(env, "sketch_parquet")["files"][0])
+    table = _sketched_table(env)
     # wrong width: a list of K - 1 values with the metadata still saying K
     i = table.column_names.index("sketch")
     short = pa.array([None if v is None else v[:-1] for v in table.column("sketch").to_pylist()],
@@ -276,7 +357,7 @@ def test_gvendi_from_output_row_order_does_not_matter(env):
     shards follow (sketch_source, sketch_position)."""
     from prism_kernels.integrations.nemo_curator import gvendi_from_output
 
-    table = pq.read_table(_ok(env, "sketch_parquet")["files"][0])
+    table = _sketched_table(env)
     perm = np.random.default_rng(0).permutation(table.num_rows)
     a = gvendi_from_output(table, shard_rows=SHARD_ROWS)
     b = gvendi_from_output(table.take(pa.array(perm)), shard_rows=SHARD_ROWS)
@@ -319,3 +400,28 @@ def test_filter_pipeline_reproduces_the_synthesis_filter(env):
     assert table.column("cluster_size").to_pylist() == [decisions[i].size_at_decision for i in want_keep]
     assert all(s < filt.threshold for s in table.column("cluster_size").to_pylist())
     print(f"filter: kept {len(want_keep)} of {N_CAND}; {cl.k} clusters, median {filt.threshold}")
+
+
+def test_filter_stage_uses_an_existing_sketch_column(env):
+    """GradientSketchStage -> PrismaticFilterStage (no Ray): the filter reads the sketch column and decides as
+    when it sketches the rows itself; sketches of other settings are refused."""
+    from nemo_curator.tasks import DocumentBatch
+
+    from prism_kernels.data import DataError
+    from prism_kernels.integrations.nemo_curator import GradientSketchStage, PrismaticFilterStage
+
+    rows = env["cand"][:12]
+    batch = DocumentBatch(dataset_name="c", data=pa.Table.from_pylist(rows), _metadata={"source_files": ["c"]})
+    sketched = GradientSketchStage(env["model"], k=K, shard_rows=None, gpus=0).process(batch)
+    own, given = PrismaticFilterStage(env["run"].run_dir), PrismaticFilterStage(env["run"].run_dir)
+    a = own.process(batch).to_pyarrow()
+    b = given.process(sketched).to_pyarrow()
+    assert a.column("question").to_pylist() == b.column("question").to_pylist()
+    assert a.column("cluster").to_pylist() == b.column("cluster").to_pylist()
+    assert "sketch" in b.column_names and "sketch" not in a.column_names
+    # each worker's counts: the pool's sizes plus what it accepted
+    np.testing.assert_array_equal(own.counts - np.bincount(a.column("cluster").to_numpy(),
+                                                           minlength=own.n_clusters), given._filter.before)
+    other = GradientSketchStage(env["model"], k=K, seed=1, gpus=0).process(batch)
+    with pytest.raises(DataError, match=r"other settings than the pool run .*seed"):
+        PrismaticFilterStage(env["run"].run_dir).process(other)
