@@ -60,6 +60,9 @@ RUNNER = textwrap.dedent("""
             sock.bind(("127.0.0.1", 0))
             return sock.getsockname()[1]
     port = free_port()
+    # ray 2.60 turns token authentication on for `ray start` when ~/.ray/auth_token exists, but a driver
+    # connecting by address does not send it ("Missing authorization header"): off for this loopback cluster
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     t0 = time.perf_counter()
     head = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "ray"), "start", "--head", "--block",
                              "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "4",
