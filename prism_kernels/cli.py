@@ -116,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--address", default=None, help="Ray cluster address (--engine ray; default: a local Ray)")
     r.add_argument("--workers", type=_positive, default=1, help="Ray workers, one proxy each (default: 1)")
     r.add_argument("--gpus-per-worker", type=_nonneg_float, default=None, metavar="G",
-                   help="GPUs per Ray worker (default: 1 when the cluster has GPUs, else 0)")
+                   help="GPUs per Ray worker; > 0 also makes --device auto mean cuda on the workers "
+                        "(default: the Ray engine's choice)")
     r.add_argument("--overwrite", action="store_true", help="delete the run in RUN_DIR and start again")
     r.add_argument("--quiet", action="store_true", help="no progress bars and no summary table")
 

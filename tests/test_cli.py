@@ -44,7 +44,8 @@ def test_help_shows_options_and_examples(capsys):
 
 def test_score_and_compare_import_light():
     code = ("import sys, prism_kernels.score, prism_kernels.cli, prism_kernels.plots;"
-            "heavy = [m for m in ('transformers', 'pyarrow', 'rich', 'matplotlib', 'datasets', 'ray') if m in sys.modules];"
+            "heavy = [m for m in ('transformers', 'pyarrow', 'rich', 'matplotlib', 'datasets', 'ray')"
+            " if m in sys.modules];"
             "print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=120)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -18,6 +18,8 @@ from tiny_models import GSM8K_TRAIN, SHARED_DATA, gsm8k_records
                                                   output="output")),
     (["instruction", "output", "system"], FieldMap("instruction", instruction="instruction", output="output",
                                                    system="system")),
+    (["instruction", "context", "response", "category"], FieldMap("instruction", instruction="instruction",
+                                                                  input="context", output="response")),
     (["messages", "prompt"], FieldMap("messages", messages="messages")),
     (["id", "conversations"], FieldMap("messages", messages="conversations")),
     (["system_prompt", "question", "answer"], FieldMap("pair", prompt="question", response="answer",

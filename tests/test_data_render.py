@@ -86,8 +86,9 @@ def test_truncation_cuts_the_prompt_from_the_left_and_keeps_the_response(toks, s
                 assert r.input_ids[:r.response_start] == prompt[len(prompt) - (limit - len(response)):]
             else:  # the prompt's last token, then the response's head
                 assert r.input_ids == prompt[-1:] + response[:limit - 1] and r.response_start == 1
-    with pytest.raises(DataError, match="max_length must be an integer >= 2"):
-        Renderer(tok, max_length=1)
+    for bad in (1, 0, 2.5, "64", True):
+        with pytest.raises(DataError, match="max_length must be an integer >= 2"):
+            Renderer(tok, max_length=bad)
 
 
 def test_render_many_equals_render(toks, samples):
@@ -146,3 +147,21 @@ def test_same_rendering_from_every_file_format(tmp_path, toks):
         results.append((got_samples, got_rendered))
     assert all(r == results[0] for r in results[1:])
     assert len(results[0][0]) == 60 and any(r.truncated for r in results[0][1])
+
+
+def test_bos_written_by_the_template_appears_once(tmp_path, samples):
+    tok = tiny_tokenizer(tmp_path, chat_template=True, bos=True)
+    tok.chat_template = ("{{ bos_token }}{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>"
+                         "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    r = Renderer(tok).render(samples[0])
+    assert r.input_ids[0] == tok.bos_token_id and r.input_ids.count(tok.bos_token_id) == 1
+    assert _decode(tok, r.input_ids[r.response_start:]) == samples[0].response + "<|im_end|>"
+
+
+def test_rust_backend_fast_path_equals_the_tokenizer_call(toks, samples):
+    for tok in toks.values():
+        fast = Renderer(tok, max_length=300)
+        assert fast._backend is not None  # the fast path is in use for these tokenizers
+        slow = Renderer(tok, max_length=300)
+        slow._backend = None  # the transformers wrapper
+        assert fast.render_many(samples) == slow.render_many(samples)

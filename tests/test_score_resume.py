@@ -76,5 +76,29 @@ def test_kill_9_then_resume_is_bit_identical(tmp_path):
     assert resumed.equals(clean)
     s1 = json.loads((run / "summary.json").read_text())
     s2 = json.loads((ref / "summary.json").read_text())
-    assert {k: v for k, v in s1.items() if k not in TIMING_KEYS} == {k: v for k, v in s2.items() if k not in TIMING_KEYS}
+    def numbers(s):
+        return {k: v for k, v in s.items() if k not in TIMING_KEYS}
+
+    assert numbers(s1) == numbers(s2)
     assert (run / "state.safetensors").read_bytes() == (ref / "state.safetensors").read_bytes()
+
+    # the interval: 10 shards >= 8, so a percentile bootstrap over shards; recomputed here from the sketches
+    # (each resample as row weights = shard multiplicities, scored by pk.vendi_score: another route)
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file
+
+    import prism_kernels as pk
+    from prism_kernels.score.finish import BOOTSTRAP_RESAMPLES
+
+    lo, hi = s2["ci95"]["q1"]
+    shards = [load_file(ref / "sketches" / f"shard-{i:05d}.safetensors")["sketches"] for i in range(10)]
+    x = torch.cat(shards).double()
+    draws = np.random.default_rng(0).integers(0, 10, size=(BOOTSTRAP_RESAMPLES, 10))
+    values = []
+    for row in draws:
+        mult = np.bincount(row, minlength=10)
+        w = torch.cat([torch.full((len(sh),), float(m), dtype=torch.float64) for sh, m in zip(shards, mult)])
+        values.append(pk.vendi_score(x, 1, weights=w, precision="exact"))
+    assert [lo, hi] == pytest.approx(list(np.percentile(values, [2.5, 97.5])), rel=1e-9)
+    assert 1.0 < lo < hi <= 32.0

@@ -115,7 +115,8 @@ def test_gvendi_state_and_novelty_match_independent_computation(base):
     assert g["q2"] == pytest.approx(1.0 / (lam ** 2).sum().item(), rel=1e-9)
     assert g["inf"] == pytest.approx(1.0 / lam.max().item(), rel=1e-9)
     state = pk.VendiState.load(run / "state.safetensors")  # the merged state is a loadable VendiState
-    assert state.rows == 24 and state.score(1) == g["q1"]
+    assert state.rows == 24 and state.score(1) == g["q1"] and state.score("inf") == g["inf"]
+    assert state.score(2) == g["q2"]
     # each shard's own state is in state.safetensors too
     st = load_file(run / "state.safetensors")
     assert st["shard_gram"].shape == (6, 32 * 33 // 2) and st["shard_count"].tolist() == [4.0] * 6
@@ -157,6 +158,17 @@ def test_formats_give_identical_summaries_and_limit(env, base):
         assert numbers(r.summary) == numbers(base.summary), name
         nov = pq.read_table(r.run_dir / "samples.parquet").column("novelty")
         assert nov.equals(pq.read_table(base.run_dir / "samples.parquet").column("novelty"))
+    # a datasets folder (save_to_disk), and the JSONL split in two files scored as one dataset
+    datasets = pytest.importorskip("datasets")
+    datasets.Dataset.from_list(env["records"]).save_to_disk(str(root / "g_hf"))
+    (root / "g1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in env["records"][:10]))
+    (root / "g2.jsonl").write_text("".join(json.dumps(r) + "\n" for r in env["records"][10:]))
+    for name, paths in (("hf", [root / "g_hf"]), ("two", [root / "g1.jsonl", root / "g2.jsonl"])):
+        r = score_dataset(paths, root / f"run-{name}", model=env["model"], **OPTS)
+        assert numbers(r.summary) == numbers(base.summary), name
+    rows = pq.read_table(root / "run-two" / "samples.parquet").to_pylist()
+    assert [(os.path.basename(x["source"]), x["line"]) for x in rows] == \
+        [("g1.jsonl", i) for i in range(1, 11)] + [("g2.jsonl", i) for i in range(1, 15)]
     lim = score_dataset([env["jsonl"]], root / "run-limit", model=env["model"], limit=10, **OPTS)
     assert lim.summary["n"] == 10 and lim.summary["shards"] == 3
     assert pq.read_table(lim.run_dir / "samples.parquet").column("row_id").to_pylist() == list(range(10))
@@ -203,3 +215,73 @@ def test_user_mistakes_are_one_line_errors(env):
         score_dataset([root / "missing.jsonl"], root / "x4", model=env["model"], **OPTS)
     with pytest.raises(DataError, match="--params"):
         score_dataset([env["jsonl"]], root / "x5", model=env["model"], params="^nothing$", **OPTS)
+
+
+def test_a_sample_with_a_non_finite_loss_is_kept_out_and_counted(env, tmp_path):
+    """An untied tiny Qwen2 whose embedding row of a token used by one sample only is +inf: that sample's
+    loss and sketch are NaN; it is counted as not_finite and left out, the other samples are unaffected."""
+    import transformers
+
+    from prism_kernels.data import FieldMap, Renderer
+
+    tok = transformers.AutoTokenizer.from_pretrained(env["model"])
+    renderer, fm = Renderer(tok, 160), FieldMap(kind="pair", prompt="question", response="answer")
+    records = env["records"][:8]
+    ids = [set(renderer.render(fm.extract(r)).input_ids) for r in records]
+    unique = [(t, i) for i, s in enumerate(ids) for t in s if sum(t in o for o in ids) == 1]
+    token, victim = unique[0]
+    cfg = transformers.Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                                   tie_word_embeddings=False, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(cfg)
+    with torch.no_grad():
+        model.model.embed_tokens.weight[token] = float("inf")
+    path = tmp_path / "inf-model"
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    r = score_dataset([data], tmp_path / "run", model=str(path), **OPTS)
+    assert r.summary["n"] == 7 and r.summary["skipped"] == {"not_finite": 1}
+    rows = pq.read_table(r.run_dir / "samples.parquet").to_pylist()
+    assert [x["finite"] for x in rows] == [i != victim for i in range(8)]
+    assert rows[victim]["skipped_reason"] == "not_finite" and rows[victim]["novelty"] is None
+    assert all(math.isfinite(x["loss"]) and x["novelty"] > 0 for i, x in enumerate(rows) if i != victim)
+
+
+def test_pipeline_finishes_good_shards_and_raises_a_stage_error(base, tmp_path):
+    """run_local: a failing reader (a shard the plan does not have) stops the pipeline with its error, after
+    the shards before it were computed and written; a recomputed shard has the same contents bit for bit."""
+    from prism_kernels.score import ShardContext, run_local, run_shard
+
+    from safetensors import safe_open
+
+    def contents(path):  # tensors and metadata (safetensors orders the metadata keys at random)
+        with safe_open(str(path), "pt") as f:
+            return f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+
+    shard2 = base.run_dir / "sketches" / "shard-00002.safetensors"
+    ctx = ShardContext.from_run_dir(base.run_dir)
+    meta, tensors = contents(shard2)
+    done = []
+    with pytest.raises(Exception):
+        run_local(ctx, [2, 999], done.append)
+    assert [r.shard for r in done] == [2]
+    meta2, tensors2 = contents(shard2)
+    assert meta2 == meta and tensors2.keys() == tensors.keys()
+    assert all(torch.equal(tensors[k], tensors2[k]) for k in tensors)  # recomputed bit for bit
+    result = run_shard(ctx, 3)
+    assert (result.shard, result.start, result.stop, result.sketched) == (3, 12, 16, 4)
+
+
+def test_a_run_directory_in_use_is_refused(env, base):
+    from prism_kernels.score import RunDir
+
+    held = RunDir(base.run_dir).lock()  # as another prism score process would hold it
+    try:
+        with pytest.raises(DataError, match="in use by another prism score"):
+            score_dataset([env["jsonl"]], base.run_dir, model=env["model"], **OPTS)
+    finally:
+        held.close()
+    assert score_dataset([env["jsonl"]], base.run_dir, model=env["model"], **OPTS).summary["n"] == 24

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import glob
 import gzip
 import hashlib
 import json
@@ -461,7 +462,8 @@ def _open_hf_folder(path: str, split: str | None) -> _Source:
     try:
         ds = datasets.load_from_disk(path)
     except Exception as e:
-        raise DataError(f"{path}: not a folder written by datasets.save_to_disk ({_one_line(e)})") from None
+        raise DataError(f"{path}: not a folder written by datasets.save_to_disk ({_one_line(e)}); for a folder "
+                        f"of data files pass a glob such as '{os.path.join(path, '*.parquet')}'") from None
     if isinstance(ds, datasets.DatasetDict):
         ds = _pick_split(ds, split, path)
     return _HFSource(ds, path)
@@ -612,8 +614,9 @@ class Dataset:
 def open_dataset(paths: Sequence[str] | str, *, split: str | None = None, fmt: str | None = None) -> Dataset:
     """Opens several inputs as one dataset.
 
-    paths: files (.jsonl/.ndjson/.json/.parquet/.pq/.csv/.tsv, optionally .gz), folders written by
-        `datasets.save_to_disk`, or HF hub ids read from the local cache (offline); one string is one path.
+    paths: files (.jsonl/.ndjson/.json/.parquet/.pq/.csv/.tsv, optionally .gz), glob patterns (expanded
+        in sorted order, "**" recursive), folders written by `datasets.save_to_disk`, or HF hub ids read
+        from the local cache (offline); one string is one path.
     split: the split of a DatasetDict folder or a hub dataset (needed when it has several).
     fmt: force the format of every path ("jsonl", "json", "parquet", "csv", "tsv", "hf").
     A missing / unreadable / unrecognised input -> DataError naming it.
@@ -623,4 +626,14 @@ def open_dataset(paths: Sequence[str] | str, *, split: str | None = None, fmt: s
     paths = list(paths)
     if not paths:
         raise DataError("no data given: pass at least one JSONL/Parquet/CSV file or dataset folder")
-    return Dataset([_open_one(p, split, fmt) for p in paths])
+    expanded: list[str] = []
+    for p in paths:
+        p = os.fspath(p) if isinstance(p, os.PathLike) else p
+        if isinstance(p, str) and glob.has_magic(p) and not os.path.exists(p):
+            matches = sorted(glob.glob(p, recursive=True))
+            if not matches:
+                raise DataError(f"no file matches {p}")
+            expanded += matches
+        else:
+            expanded.append(p)
+    return Dataset([_open_one(p, split, fmt) for p in expanded])

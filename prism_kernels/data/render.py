@@ -16,6 +16,7 @@ response alone does not fit, its tail is cut too. `truncated` is then True.
 
 from __future__ import annotations
 
+import operator
 import warnings
 from dataclasses import dataclass
 from typing import Sequence
@@ -60,8 +61,13 @@ class Renderer:
     """
 
     def __init__(self, tokenizer, max_length: int = 2048, *, chat_template: bool | None = None):
-        if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 2:
+        try:
+            limit = operator.index(max_length)  # ints and numpy integers; not floats or text
+        except TypeError:
+            limit = None
+        if limit is None or isinstance(max_length, bool) or limit < 2:
             raise DataError(f"max_length must be an integer >= 2, got {max_length!r}")
+        max_length = limit
         has_template = getattr(tokenizer, "chat_template", None) is not None
         name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
         if chat_template and not has_template:

@@ -15,7 +15,6 @@ import queue
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -249,6 +248,17 @@ class Timing:
 _DONE = object()
 
 
+def _put(q: queue.Queue, item, consumer: threading.Thread) -> bool:
+    """Puts ``item`` unless the consumer thread has died (then False): never blocks on a dead consumer."""
+    while consumer.is_alive():
+        try:
+            q.put(item, timeout=0.2)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
 def run_local(ctx: ShardContext, shard_ids, on_done, on_rows=None, prefetch: int = 2) -> Timing:
     """Runs shards in this process as a pipeline (reader thread -> main thread -> writer thread).
 
@@ -312,12 +322,13 @@ def run_local(ctx: ShardContext, shard_ids, on_done, on_rows=None, prefetch: int
             skipped_rows = len(item.rows) - sum(len(idx) for idx, _ in item.batches)
             out = compute_shard(ctx, item, on_batch=on_rows)
             timing.compute_s += out.seconds
-            written_q.put(out)
+            if not _put(written_q, out, threads[1]):
+                break  # the writer died: its error is raised below
             if on_rows is not None and skipped_rows:
                 on_rows(skipped_rows)
     finally:
         stop.set()
-        written_q.put(_DONE)
+        _put(written_q, _DONE, threads[1])
         threads[1].join()
         while threads[0].is_alive():  # unblock a reader waiting on a full queue
             try:
