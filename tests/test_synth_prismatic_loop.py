@@ -201,3 +201,29 @@ def test_a_changed_setting_is_refused(setup, full_run):
         args = add_prismatic_arguments(argparse.ArgumentParser()).parse_args(argv)
         with pytest.raises(DataError, match="answer_check"):
             PrismaticRun(args).run()
+
+
+def test_a_server_that_stays_down_is_named_then_the_run_resumes(setup, full_run, capsys):
+    import socket
+
+    full_out, _ = full_run
+    out = setup[0] / "run_down"
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    class Down:
+        url = f"http://127.0.0.1:{port}/v1"
+
+    argv = _argv(Down, out, score_run=full_out / "pool_score")
+    argv[argv.index("--rounds") + 1] = "1"
+    assert main(argv + ["--max-retries", "1", "--timeout", "5"]) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # (after the proxy's loading bars)
+    assert last.startswith("prism: error: ") and f"127.0.0.1:{port}" in last
+    assert not (out / "rounds.jsonl").exists()
+    with OpenAIServer(responder=responder) as server:
+        argv = _argv(server, out, score_run=full_out / "pool_score")
+        argv[argv.index("--rounds") + 1] = "1"
+        assert main(argv) == 0
+    rounds, _ = _read(out)
+    assert [r["round"] for r in rounds] == [1]

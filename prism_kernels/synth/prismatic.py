@@ -568,6 +568,7 @@ def run_prismatic(args, generator=None, scorer=None) -> int:
 def main(argv=None) -> int:
     """``python -m prism_kernels.synth.prismatic ...`` (the same options as ``prism synth prismatic``)."""
     from ..data import DataError
+    from .generators import GeneratorError
 
     parser = add_prismatic_arguments(argparse.ArgumentParser(prog="prism synth prismatic",
                                                              description=__doc__.split("\n")[0]))
@@ -578,6 +579,9 @@ def main(argv=None) -> int:
     except DataError as exc:
         print(f"prism: error: {exc}", file=sys.stderr)
         return 2
+    except GeneratorError as exc:  # e.g. a server that stays down: the finished rounds are kept, rerun resumes
+        print(f"prism: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
