@@ -1,0 +1,1 @@
+"""Figures from results (never runs a pipeline). matplotlib is imported inside the functions."""
