@@ -315,7 +315,7 @@ TEMPLATES: tuple[Template, ...] = (
     _t("piano_hours",
        "{name} practices the piano {m} minutes a day, {d} days a week. How many hours does {name} practice in "
        "{w} weeks?",
-       dict([N], m=[15, 20, 30, 45, 60], d=[4, 6], w=(2, 10), wk="m * d", mins="wk * w", ans="mins // 60"),
+       dict([N], d=[3, 4, 5, 6], j=(1, 4), m="60 // d * j", w=(2, 10), wk="m * d", mins="wk * w", ans="mins // 60"),
        ["Per week: {m} x {d} = {wk} minutes.", "In {w} weeks: {wk} x {w} = {mins} minutes.",
         "In hours: {mins} / 60 = {ans}."], "ans"),
     _t("car_fuel",
