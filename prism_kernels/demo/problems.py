@@ -464,17 +464,10 @@ def subset_name(count: int) -> str:
 
 
 def write_jsonl(path: str | os.PathLike, rows: Sequence[dict]) -> Path:
-    """Writes ``rows`` as JSON lines to ``path`` atomically (temporary file, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    """Writes ``rows`` as JSON lines to ``path`` atomically (prism_kernels.score.rundir.atomic_write)."""
+    from prism_kernels.score.rundir import atomic_write
+
+    return atomic_write(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
 def write_ladder(out_dir: str | os.PathLike, n_per_subset: int = 128, template_counts: Sequence[int] = LADDER,
