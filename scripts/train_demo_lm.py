@@ -1,6 +1,7 @@
 """Trains the demo's proxy LM and saves it to prism_kernels/assets/demo-lm/ (the shipped model).
 
-    python scripts/train_demo_lm.py [--out prism_kernels/assets/demo-lm] [--steps 240] [--seed 0]
+    python scripts/train_demo_lm.py [--out prism_kernels/assets/demo-lm] [--steps 240] [--seed 0] [--verify]
+    python scripts/train_demo_lm.py --verify-only [--verify-rows 128] [--verify-seeds 0,1,2]
 
 What it does, all on CPU with 2 threads and offline:
 1. draws the training corpus from prism_kernels.demo.problems (all 64 templates, seeded) and renders each
@@ -84,8 +85,35 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vocab", type=int, default=2048, help="BPE vocabulary size (at most)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the corpus, the initialisation and the batches")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--verify", action="store_true",
+                        help="after training, print the G-Vendi ladder for --verify-seeds (the demo's point)")
+    parser.add_argument("--verify-only", action="store_true", help="skip training: verify the model in --out")
+    parser.add_argument("--verify-rows", type=int, default=128, help="problems per subset for --verify")
+    parser.add_argument("--verify-seeds", default="0,1,2", help="comma-separated seeds of the subsets' draw")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if not args.verify_only:
+        train(args)
+    if args.verify or args.verify_only:
+        verify(args.out, args.verify_rows, [int(s) for s in args.verify_seeds.split(",")])
+
+
+def verify(model_dir: Path, rows: int, seeds: list[int]) -> bool:
+    """Prints G-Vendi of the ladder subsets for each seed and whether each rises strictly."""
+    start = time.perf_counter()
+    ok = True
+    for seed in seeds:
+        values = ladder_gvendi(model_dir, rows=rows, seeds=(seed,))[seed]
+        rises = all(b > a for a, b in zip(values, values[1:]))
+        ok &= rises
+        print(f"ladder seed {seed}, {rows} rows per subset: " + " < ".join(f"{v:.2f}" for v in values)
+              + ("  rises strictly" if rises else "  DOES NOT RISE STRICTLY"), flush=True)
+    print(f"verified in {time.perf_counter() - start:.0f} s: {'OK' if ok else 'FAILED'}")
+    return ok
+
+
+def train(args) -> None:
+    """Corpus -> tokenizer -> model -> AdamW steps -> files in ``args.out`` (see the module docstring)."""
     start = time.perf_counter()
 
     corpus = problems.training_corpus(args.steps * args.batch, seed=args.seed)

@@ -14,6 +14,7 @@ from prism_kernels.demo import DEMO_MODEL_DIR, problems
 transformers = pytest.importorskip("transformers")
 
 FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+         "chat_template.jinja",
          "README.md")
 
 

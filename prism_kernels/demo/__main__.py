@@ -25,16 +25,17 @@ from prism_kernels.demo import problems
 SCORE_OPTIONS = dict(k=1024, kind="rademacher", seed=0, params="all", device="cpu", dtype="float32")
 
 
-def score_subset(path: Path, run_dir: Path, shard_rows: int) -> dict:
-    """Runs ``prism score PATH --model DEMO_MODEL_DIR --out RUN_DIR --shard-rows N`` (the library call
-    behind it; 8 shards give the bootstrap interval) and returns the run's summary.json as a dict
-    (``summary["gvendi"]["q1"]``, ``summary["ci95"]["q1"]``, ``summary["n"]``, ...)."""
+def score_subset(path: Path, run_dir: Path) -> dict:
+    """Runs ``prism score PATH --model DEMO_MODEL_DIR --out RUN_DIR`` (the library call behind it) and
+    returns the run's summary.json as a dict (``summary["gvendi"]["q1"]``, ``summary["n"]``, ...).
+    A subset fits one shard (the default --shard-rows), so the run has no bootstrap interval: its
+    100 resamples would cost more than the scoring itself at this size."""
     try:
         from prism_kernels.score import score_dataset
     except ImportError as e:  # the scoring pipeline is a separate part of the package
         raise SystemExit(f"prism demo: error: prism_kernels.score.score_dataset is not available ({e})") from None
     result = score_dataset([path], run_dir, model=str(DEMO_MODEL_DIR), overwrite=True, progress=False,
-                           shard_rows=shard_rows, **SCORE_OPTIONS)
+                           **SCORE_OPTIONS)
     return result.summary
 
 
@@ -92,7 +93,7 @@ def run_ladder(out: Path, rows: int, seed: int) -> bool:
     summaries, run_dirs = [], [out / "runs" / problems.subset_name(c) for c in counts]
     for c, run_dir in zip(counts, run_dirs):
         start = time.perf_counter()
-        summary = score_subset(paths[c], run_dir, shard_rows=max(1, rows // 8))
+        summary = score_subset(paths[c], run_dir)
         summaries.append(summary)
         g, ci = summary["gvendi"], (summary.get("ci95") or {}).get("q1")
         ci_text = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci and all(v is not None for v in ci) else ""
