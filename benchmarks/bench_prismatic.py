@@ -53,6 +53,64 @@ def official_kmeans(x, k: int, niter: int = 20):
     return c, assign
 
 
+def _cluster_stages(X, k: int, repeats: int) -> list[tuple[str, str, float]]:
+    """Times faiss (k-means++ and random seeding) and the official loop on X [n, d]; rows for the table."""
+
+    import torch
+
+    from prism_kernels.synth.cluster import spherical_kmeans
+
+    def med(fn):
+        times, res = [], None
+        for _ in range(repeats):
+            t = time.perf_counter()
+            res = fn()
+            times.append(time.perf_counter() - t)
+        return statistics.median(times), res
+
+    xt = torch.from_numpy(X)
+    xn = torch.nn.functional.normalize(xt, dim=1)
+
+    def objective(centroids, assign):  # mean cosine of a row to its centroid
+        c = torch.as_tensor(centroids)
+        return float((xn * c[torch.as_tensor(assign)]).sum(1).mean())
+
+    t_pp, cl = med(lambda: spherical_kmeans(X, k, seed=0, init="kmeans++"))
+    t_rand, cr = med(lambda: spherical_kmeans(X, k, seed=0, init="random"))
+    t_off, (c_off, a_off) = med(lambda: official_kmeans(xt, k))
+    return [("cluster: faiss spherical k-means, k-means++ seeding", f"k={k}, 20 it, obj {objective(cl.centroids, cl.assignment):.4f}", t_pp),
+            ("cluster: faiss spherical k-means, random seeding", f"k={k}, 20 it, obj {objective(cr.centroids, cr.assignment):.4f}", t_rand),
+            ("cluster: official loop (first-k seeds, torch Lloyd)", f"k={k}, 20 it, obj {objective(c_off, a_off):.4f}", t_off)], cl
+
+
+def _print(title: str, rows) -> None:
+    import faiss
+    import torch
+
+    print(f"\n### {title} ({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads "
+          f"{torch.get_num_threads()}, faiss {faiss.__version__}, load average {os.getloadavg()[0]:.1f})\n")
+    print("| stage | size | seconds |")
+    print("|---|---|---:|")
+    for name, size, sec in rows:
+        print(f"| {name} | {size} | {sec:.2f} |")
+    t = {name: sec for name, _, sec in rows}
+    off = t["cluster: official loop (first-k seeds, torch Lloyd)"]
+    print(f"\nofficial loop / faiss k-means++: {off / t['cluster: faiss spherical k-means, k-means++ seeding']:.2f}x; "
+          f"official loop / faiss random seeding: {off / t['cluster: faiss spherical k-means, random seeding']:.2f}x "
+          "(objective = mean cosine of a row to its centroid, higher is better)")
+
+
+def _cluster_only(args) -> int:
+    import numpy as np
+
+    from prism_kernels.synth.cluster import num_clusters
+
+    X = np.random.default_rng(0).standard_normal((args.pool_rows, args.k)).astype(np.float32)
+    rows, _ = _cluster_stages(X, num_clusters(args.pool_rows), args.repeats)
+    _print(f"Prismatic clustering stages, {args.pool_rows} x {args.k} Gaussian stand-in sketches", rows)
+    return 0
+
+
 def _tiny_proxy(tmp: Path, texts: list[str]) -> Path:
     import tokenizers
     import torch
@@ -94,18 +152,20 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="runs of the clustering stages (median)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--quick", action="store_true", help="1,000 pool rows, 128 candidates, 1 repeat")
+    ap.add_argument("--cluster-only", action="store_true",
+                    help="time only the clustering stages, on Gaussian stand-in sketches of the pool's shape "
+                         "(k-means time hardly depends on the values; for a machine too busy to sketch 7k rows)")
     args = ap.parse_args(argv)
     if args.quick:
         args.pool_rows, args.candidates, args.repeats = 1000, 128, 1
 
-    import faiss
     import numpy as np
     import torch
 
     import prism_kernels as pk
     from prism_kernels.score import Scorer
     from prism_kernels.synth import CallableGenerator, GenerationRequest, RequestCache, parse_examples
-    from prism_kernels.synth.cluster import SparseClusterFilter, num_clusters, spherical_kmeans
+    from prism_kernels.synth.cluster import SparseClusterFilter, num_clusters
     from prism_kernels.synth.dedup import Deduplicator
     from prism_kernels.synth.prismatic import candidate_record, split_final
     from prism_kernels.synth.prompts import prismatic_generation_messages
@@ -113,6 +173,8 @@ def main(argv=None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.cluster_only:
+        return _cluster_only(args)
     path = DATA / "gsm8k" / "train.jsonl"
     if not path.exists():
         sys.exit(f"GSM8K not found at {path} (set PRISM_SHARED_DATA)")
@@ -132,27 +194,8 @@ def main(argv=None) -> int:
     k = num_clusters(n)
     rows.append(("sketch pool (Scorer, batched)", f"{n} rows, k={args.k}", t_sketch))
 
-    def med(fn):
-        times, res = [], None
-        for _ in range(args.repeats):
-            t = time.perf_counter()
-            res = fn()
-            times.append(time.perf_counter() - t)
-        return statistics.median(times), res
-
-    t_ours_pp, cl = med(lambda: spherical_kmeans(X, k, seed=0, init="kmeans++"))
-    t_ours_rand, cl_r = med(lambda: spherical_kmeans(X, k, seed=0, init="random"))
-    xt = torch.from_numpy(X)
-    t_off, (c_off, a_off) = med(lambda: official_kmeans(xt, k))
-    xn = xt / xt.norm(dim=1, keepdim=True)
-
-    def objective(centroids, assign):  # mean cosine to the own centroid
-        c = torch.as_tensor(centroids)
-        return float((xn * c[torch.as_tensor(assign)]).sum(1).mean())
-
-    rows.append(("cluster: faiss spherical k-means, k-means++ seeding", f"k={k}, 20 it, obj {objective(cl.centroids, cl.assignment):.4f}", t_ours_pp))
-    rows.append(("cluster: faiss spherical k-means, random seeding", f"k={k}, 20 it, obj {objective(cl_r.centroids, cl_r.assignment):.4f}", t_ours_rand))
-    rows.append(("cluster: official loop (first-k seeds, torch Lloyd)", f"k={k}, 20 it, obj {objective(c_off, a_off):.4f}", t_off))
+    cluster_rows, cl = _cluster_stages(X, k, args.repeats)
+    rows.extend(cluster_rows)
 
     # one round of candidates
     gen = CallableGenerator(_scripted, "scripted", cache=RequestCache(tmp / "cache.sqlite"))
@@ -192,15 +235,7 @@ def main(argv=None) -> int:
     rows.append(("filter: nearest centroid + live counts", f"{len(dec)} -> {sum(d.keep for d in dec)} kept", t_filter))
     rows.append(("pool G-Vendi (pk.vendi_score)", f"{gv:.2f}", t_gv))
 
-    print(f"\n### One Prismatic round, GSM8K pool of {n} ({platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, faiss {faiss.__version__})\n")
-    print("| stage | size | seconds |")
-    print("|---|---|---:|")
-    for name, size, sec in rows:
-        print(f"| {name} | {size} | {sec:.2f} |")
-    print(f"\nfaiss k-means++ vs the official loop: {t_off / t_ours_pp:.2f}x; faiss random seeding vs the "
-          f"official loop: {t_off / t_ours_rand:.2f}x (ratio = official time / ours; objective = mean cosine of a "
-          "row to its centroid, higher is better).")
+    _print(f"One Prismatic round, GSM8K pool of {n}", rows)
     return 0
 
 

@@ -121,8 +121,9 @@ def add_prismatic_arguments(parser: argparse.ArgumentParser) -> argparse.Argumen
                    help="few-shot seeds drawn uniformly from the pool, or from its below-median clusters")
     s.add_argument("--cluster-ratio", type=_fraction, default=0.1, help="k = ratio x pool size (default 0.1)")
     s.add_argument("--kmeans-iters", type=_positive, default=20, help="k-means iterations (default 20)")
-    s.add_argument("--kmeans-init", choices=("kmeans++", "random"), default="kmeans++",
-                   help="faiss's k-means++ or uniform seeding (default kmeans++)")
+    s.add_argument("--kmeans-init", choices=("random", "kmeans++"), default="random",
+                   help="faiss's seeding (k distinct rows at random, fixed seed) or faiss's k-means++ "
+                        "(~10x slower, same objective here; default random)")
     s.add_argument("--recluster-every", type=_positive, default=1, metavar="C",
                    help="re-cluster the grown pool every C rounds (default 1)")
     s.add_argument("--answer-check", type=_nonneg, default=0, metavar="N",
