@@ -13,8 +13,10 @@ finished ``prism score`` run is reused (``--score-run``). The run directory::
     RUN_DIR/config.json            the loop's identity (pool run, proxy, generator, options) and its hash
     RUN_DIR/manifest.json          finished rounds, the initial pool size and G-Vendi
     RUN_DIR/rounds/round-NNNNN.json         the round's record, its kept samples, every candidate's fate
-    RUN_DIR/rounds/round-NNNNN.safetensors  the kept candidates' sketches, the centroids and cluster counts
-                                            after the round, the cluster of every pool row
+    RUN_DIR/rounds/round-NNNNN.safetensors  the kept candidates' sketches, every new candidate's sketch (NaN
+                                            when not sketched) and fate (0 kept, 1 filter, 2 answer check,
+                                            3 unsketchable), the centroids and cluster counts after the round,
+                                            the cluster of every pool row
     RUN_DIR/rounds.jsonl           one record per finished round (keys: round, pool_size, generated, parsed,
                                    duplicates, rejected_filter, rejected_answer_check, kept, pool_gvendi)
     RUN_DIR/synthetic.jsonl        the kept samples with provenance
@@ -41,6 +43,7 @@ import numpy as np
 ROUND_KEYS = ("round", "pool_size", "generated", "parsed", "duplicates", "rejected_filter",
               "rejected_answer_check", "kept", "pool_gvendi")
 FORMAT = "prism_kernels.synth.prismatic/1"
+_FATES = ("kept", "filter", "answer_check", "unsketchable")  # candidate_fate codes in the round files
 _FINAL = re.compile(r"\n?\s*####\s*(?P<final>[^\n]+?)\s*$")
 
 
@@ -517,6 +520,7 @@ class PrismaticRun:
                "threshold": float(filt.threshold), "candidates": fates,
                "duplicate_of": [{"candidate": j, "kind": v.kind, "match": v.match, "jaccard": round(v.jaccard, 4)}
                                 for j, v in enumerate(verdicts) if v.duplicate]}
+        self._candidates = (sk, np.array([_FATES.index(f["fate"]) for f in fates], np.int8))
         return rec, kept, sk[kept_rows] if kept_rows else np.zeros((0, sk.shape[1]), np.float32), log
 
     # -- files -------------------------------------------------------------------------------------------
@@ -525,8 +529,11 @@ class PrismaticRun:
 
         from ..score.rundir import atomic_write, write_json
 
+        cand, fate = self._candidates
         atomic_write(self._round_path(r, "safetensors"), lambda tmp: save_file({
             "kept_sketches": np.ascontiguousarray(kept_sketches, dtype=np.float32),
+            "candidate_sketches": np.ascontiguousarray(cand, dtype=np.float32),
+            "candidate_fate": fate,
             "centroids": np.ascontiguousarray(centroids, dtype=np.float32),
             "counts": np.ascontiguousarray(counts, dtype=np.int64),
             "assignment": np.ascontiguousarray(assignment, dtype=np.int64)}, tmp))
