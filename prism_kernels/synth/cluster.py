@@ -3,9 +3,12 @@
 Prismatic Synthesis (Jung et al., 2025) clusters the pool's L2-normalised gradient sketches with cosine
 k-means (k = 10% of the pool, 20 iterations) and keeps a new candidate only when its nearest cluster is
 smaller than the median cluster. Here the k-means is faiss's (``faiss.Kmeans(spherical=True)``, centroids
-re-normalised every iteration, assignment by inner product), seeded with faiss's k-means++
-(``ClusteringInitMethod_KMEANS_PLUS_PLUS``, faiss >= 1.14) or faiss's uniform random pick of k distinct rows,
-always with a fixed seed. faiss is imported where it is used.
+re-normalised every iteration, assignment by inner product), seeded by default with faiss's own seeding (k
+distinct rows picked uniformly with a fixed seed; empty clusters are split by faiss), or with faiss's
+k-means++ (``ClusteringInitMethod_KMEANS_PLUS_PLUS``, faiss >= 1.14). On 7,473 x 1024 sketches k-means++
+seeding costs ~10x the 20 Lloyd iterations (28 s vs 2.9 s in all, 2 busy cores) for the same objective
+(mean cosine to the centroid 0.3492 vs 0.3491; 0.5948 vs 0.5947 on 1,000 GSM8K sketches), hence the
+default. faiss is imported where it is used.
 
 :class:`SparseClusterFilter` counts every accepted candidate into its cluster at once: comparing a whole
 round's candidates with the sizes computed before the round lets a new region flood (measured here: a
@@ -19,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-INITS = ("kmeans++", "random")
+INITS = ("random", "kmeans++")
 
 
 def normalize_rows(x) -> np.ndarray:
@@ -66,7 +69,7 @@ class Clustering:
     assignment: np.ndarray
     sizes: np.ndarray
     seed: int = 0
-    init: str = "kmeans++"
+    init: str = "random"
     niter: int = 20
     objective: float = float("nan")
 
@@ -99,7 +102,7 @@ def assign(centroids: np.ndarray, x) -> tuple[np.ndarray, np.ndarray]:
 
 
 def spherical_kmeans(x, k: int | None = None, *, ratio: float = 0.1, niter: int = 20, seed: int = 0,
-                     init: str = "kmeans++", nredo: int = 1, verbose: bool = False) -> Clustering:
+                     init: str = "random", nredo: int = 1, verbose: bool = False) -> Clustering:
     """Cosine k-means of the rows of ``x`` [n, d] with faiss.
 
     Args:
@@ -108,8 +111,8 @@ def spherical_kmeans(x, k: int | None = None, *, ratio: float = 0.1, niter: int 
         ratio: the default k's share of n (0.1 as in the paper).
         niter: Lloyd iterations (20 as in the paper).
         seed: faiss's seed (k-means++ sampling or the random pick, and empty-cluster splitting).
-        init: ``"kmeans++"`` (faiss's D^2 sampling) or ``"random"`` (faiss's default: k distinct rows
-            picked uniformly).
+        init: ``"random"`` (faiss's seeding: k distinct rows picked uniformly) or ``"kmeans++"`` (faiss's
+            D^2 sampling; ~10x slower at k = 747, same objective here).
         nredo: runs with different seeds; the best objective is kept (faiss).
 
     Returns a :class:`Clustering` whose ``assignment``/``sizes`` come from the final centroids.
