@@ -386,7 +386,7 @@ def test_filter_pipeline_reproduces_the_synthesis_filter(env):
     # the oracle: the synthesis filter on the same pool sketches and candidates, in input order
     x_pool, _, _ = _pool_sketches(run_dir)
     assert x_pool.shape == (N_POOL - 1, K)
-    cl = spherical_kmeans(x_pool, ratio=0.1, niter=20, seed=0, init="kmeans++")
+    cl = spherical_kmeans(x_pool, ratio=0.1, niter=20, seed=0)  # the synthesis loop's defaults
     np.testing.assert_array_equal(load_file(str(stored[0]))["sizes"], cl.sizes)
     filt = SparseClusterFilter.from_clustering(cl)
     scorer = Scorer(env["model"], k=K)

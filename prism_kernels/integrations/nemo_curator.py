@@ -261,7 +261,7 @@ def _pool_sketches(run_dir: Path):
 
 
 def pool_clustering(pool_run, *, ratio: float = 0.1, n_clusters: int | None = None, niter: int = 20, seed: int = 0,
-                    init: str = "kmeans++"):
+                    init: str = "random"):
     """The spherical k-means of a finished ``prism score`` run's sketches, computed once and stored next to
     the run (``<pool_run>/clusters/kmeans-<hash>.safetensors``, written atomically; later calls with the
     same settings load it).
@@ -348,7 +348,7 @@ class PrismaticFilterStage(ProcessingStage[DocumentBatch, DocumentBatch]):
     is_resumable = True  # one output batch (maybe empty) per input batch: source-attributable
 
     def __init__(self, pool_run, *, ratio: float = 0.1, n_clusters: int | None = None, niter: int = 20, seed: int = 0,
-                 init: str = "kmeans++", fields=None, sketch_column: str = "sketch", keep_unscored: bool = False,
+                 init: str = "random", fields=None, sketch_column: str = "sketch", keep_unscored: bool = False,
                  prefix: str = "", device: str = "auto", gpus: float | None = None, cpus: float = 1.0,
                  name: str = "prismatic_filter"):
         from ..score import load_run
