@@ -1,6 +1,6 @@
-"""The main job on built-in demo data: the density of a 2-D point set and its sparse regions.
+"""Second part of the demo: the density of a 2-D point set and its sparse regions.
 
-    python -m prism_kernels.demo [--points 200000] [--bins 128] [--window 8] [--stride 4]
+    python -m prism_kernels.demo.grid [--points 200000] [--bins 128] [--window 8] [--stride 4]
                                  [--out demo_out] [--backend cpu]
 
 Builds a seeded synthetic embedding-like point set (a few dense anisotropic clusters on a thin
