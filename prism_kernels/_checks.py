@@ -56,12 +56,10 @@ def check_int(value, name: str, low: int | None = None, high: int | None = None)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"{name} must be an int, got {value!r}")
     value = int(value)
-    if low is not None and value < low:
-        raise ValueError(f"{name} must be >= {low}" + (f" and < {high}" if high is not None else "") +
-                         f", got {value}")
-    if high is not None and value >= high:
-        raise ValueError(f"{name} must be < {high}" + (f" and >= {low}" if low is not None else "") +
-                         f", got {value}")
+    if (low is not None and value < low) or (high is not None and value >= high):
+        if low is not None and high is not None:
+            raise ValueError(f"{name} must be in [{low}, {high}), got {value}")
+        raise ValueError(f"{name} must be " + (f">= {low}" if low is not None else f"< {high}") + f", got {value}")
     return value
 
 
