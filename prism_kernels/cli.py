@@ -109,11 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: cuda if available")
     r.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
                    help="model dtype (default: bfloat16 on GPU, float32 on CPU)")
+    r.add_argument("--threads", type=_positive, default=None, metavar="N",
+                   help="CPU threads for torch (default: torch's choice, all cores); on a machine shared with "
+                        "other jobs, 1 can be much faster")
     r.add_argument("--engine", choices=("local", "ray"), default="local", help="default: local")
     r.add_argument("--address", default=None, help="Ray cluster address (--engine ray; default: a local Ray)")
     r.add_argument("--workers", type=_positive, default=1, help="Ray workers, one proxy each (default: 1)")
     r.add_argument("--gpus-per-worker", type=_nonneg_float, default=None, metavar="G",
-                   help="GPUs per Ray worker (default: 1 when the cluster has GPUs, else 0)")
+                   help="GPUs per Ray worker; > 0 also makes --device auto mean cuda on the workers "
+                        "(default: the Ray engine's choice)")
     r.add_argument("--overwrite", action="store_true", help="delete the run in RUN_DIR and start again")
     r.add_argument("--quiet", action="store_true", help="no progress bars and no summary table")
 
@@ -140,6 +144,10 @@ def _cmd_score(args, console) -> int:
         hf_logging.disable_progress_bar()
     except ImportError:
         pass
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     out = args.out or os.path.join("runs", Path(args.data[0].rstrip("/")).name.split(".")[0] or "run")
     score_dataset(args.data, out, model=args.model, tokenizer=args.tokenizer, k=args.k, kind=args.kind,
                   seed=args.seed, params=args.params, max_length=args.max_length, batch_tokens=args.batch_tokens,

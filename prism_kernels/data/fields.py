@@ -205,7 +205,8 @@ class FieldMap:
 
 def detect_fields(columns: Sequence[str]) -> FieldMap:
     """The FieldMap of the common schemas, matched case-insensitively on `columns` (the names kept as
-    spelled): messages / conversations; instruction[/input]/output; prompt/completion, prompt/response,
+    spelled): messages / conversations; instruction[/input]/output (also Dolly's instruction[/context]/
+    response); prompt/completion, prompt/response,
     question/answer, problem/solution, query/response, question/response, input/output (first match wins);
     plus a system / system_prompt column when present. No match -> DataError listing the columns."""
     by_lower: dict[str, str] = {}
@@ -215,9 +216,11 @@ def detect_fields(columns: Sequence[str]) -> FieldMap:
     for m in _MESSAGES:
         if m in by_lower:
             return FieldMap(kind="messages", messages=by_lower[m], system=system)
-    if "instruction" in by_lower and "output" in by_lower:
-        return FieldMap(kind="instruction", instruction=by_lower["instruction"], input=by_lower.get("input"),
-                        output=by_lower["output"], system=system)
+    output = next((by_lower[c] for c in ("output", "response") if c in by_lower), None)
+    if "instruction" in by_lower and output is not None:  # Alpaca (input/output), Dolly (context/response)
+        extra = next((by_lower[c] for c in ("input", "context") if c in by_lower), None)
+        return FieldMap(kind="instruction", instruction=by_lower["instruction"], input=extra, output=output,
+                        system=system)
     for p, r in _PAIRS:
         if p in by_lower and r in by_lower:
             return FieldMap(kind="pair", prompt=by_lower[p], response=by_lower[r], system=system)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import glob
 import gzip
 import hashlib
 import json
@@ -65,6 +66,12 @@ class SourceInfo:
     path: str
     kind: str
     identity: str
+
+
+def _one_line(e: BaseException) -> str:
+    """An exception as one line: its type and the first line of its message."""
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
 def _file_identity(path: str) -> str:
@@ -222,6 +229,9 @@ class _CsvSource(_IndexedText):
             self._ckpts = [(state[0], state[1])]  # record 0 starts after the header
         if self.header and self.header[0].startswith("\ufeff"):
             self.header[0] = self.header[0][1:]
+        dup = next((c for i, c in enumerate(self.header) if c in self.header[:i]), None)
+        if dup is not None:
+            raise DataError(f"{path}: the CSV header names column {dup!r} twice")
 
     def _reader(self, off: int, lineno: int):
         """A csv reader positioned at byte `off`, and a live [offset, lines consumed, bad line] state."""
@@ -367,7 +377,7 @@ class _ParquetSource(_ArrowSource):
         try:
             meta = pq.ParquetFile(path).metadata
         except Exception as e:  # pyarrow raises ArrowInvalid / OSError for a non-Parquet file
-            raise DataError(f"{path}: not a readable Parquet file ({e})") from None
+            raise DataError(f"{path}: not a readable Parquet file ({_one_line(e)})") from None
         self._n = meta.num_rows
         self._group_starts = [0]
         for g in range(meta.num_row_groups):
@@ -452,7 +462,8 @@ def _open_hf_folder(path: str, split: str | None) -> _Source:
     try:
         ds = datasets.load_from_disk(path)
     except Exception as e:
-        raise DataError(f"{path}: not a folder written by datasets.save_to_disk ({type(e).__name__}: {e})") from None
+        raise DataError(f"{path}: not a folder written by datasets.save_to_disk ({_one_line(e)}); for a folder "
+                        f"of data files pass a glob such as '{os.path.join(path, '*.parquet')}'") from None
     if isinstance(ds, datasets.DatasetDict):
         ds = _pick_split(ds, split, path)
     return _HFSource(ds, path)
@@ -463,9 +474,9 @@ def _open_hf_hub(name: str, split: str | None) -> _Source:
             f"offline); pass a local JSONL/Parquet/CSV path or a folder written by datasets.save_to_disk")
     with _hf_offline() as datasets:
         try:
-            ds = datasets.load_dataset(name, split=split)
+            ds = datasets.load_dataset(name)  # every cached split (memory-mapped); the split is picked below
         except Exception as e:
-            raise DataError(f"{hint} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+            raise DataError(f"{hint} ({_one_line(e)})") from None
     if isinstance(ds, datasets.DatasetDict):
         ds = _pick_split(ds, split, name)
     return _HFSource(ds, name)
@@ -603,8 +614,9 @@ class Dataset:
 def open_dataset(paths: Sequence[str] | str, *, split: str | None = None, fmt: str | None = None) -> Dataset:
     """Opens several inputs as one dataset.
 
-    paths: files (.jsonl/.ndjson/.json/.parquet/.pq/.csv/.tsv, optionally .gz), folders written by
-        `datasets.save_to_disk`, or HF hub ids read from the local cache (offline); one string is one path.
+    paths: files (.jsonl/.ndjson/.json/.parquet/.pq/.csv/.tsv, optionally .gz), glob patterns (expanded
+        in sorted order, "**" recursive), folders written by `datasets.save_to_disk`, or HF hub ids read
+        from the local cache (offline); one string is one path.
     split: the split of a DatasetDict folder or a hub dataset (needed when it has several).
     fmt: force the format of every path ("jsonl", "json", "parquet", "csv", "tsv", "hf").
     A missing / unreadable / unrecognised input -> DataError naming it.
@@ -614,4 +626,14 @@ def open_dataset(paths: Sequence[str] | str, *, split: str | None = None, fmt: s
     paths = list(paths)
     if not paths:
         raise DataError("no data given: pass at least one JSONL/Parquet/CSV file or dataset folder")
-    return Dataset([_open_one(p, split, fmt) for p in paths])
+    expanded: list[str] = []
+    for p in paths:
+        p = os.fspath(p) if isinstance(p, os.PathLike) else p
+        if isinstance(p, str) and glob.has_magic(p) and not os.path.exists(p):
+            matches = sorted(glob.glob(p, recursive=True))
+            if not matches:
+                raise DataError(f"no file matches {p}")
+            expanded += matches
+        else:
+            expanded.append(p)
+    return Dataset([_open_one(p, split, fmt) for p in expanded])

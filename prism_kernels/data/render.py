@@ -16,6 +16,7 @@ response alone does not fit, its tail is cut too. `truncated` is then True.
 
 from __future__ import annotations
 
+import operator
 import warnings
 from dataclasses import dataclass
 from typing import Sequence
@@ -60,8 +61,13 @@ class Renderer:
     """
 
     def __init__(self, tokenizer, max_length: int = 2048, *, chat_template: bool | None = None):
-        if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 2:
+        try:
+            limit = operator.index(max_length)  # ints and numpy integers; not floats or text
+        except TypeError:
+            limit = None
+        if limit is None or isinstance(max_length, bool) or limit < 2:
             raise DataError(f"max_length must be an integer >= 2, got {max_length!r}")
+        max_length = limit
         has_template = getattr(tokenizer, "chat_template", None) is not None
         name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
         if chat_template and not has_template:
@@ -73,6 +79,32 @@ class Renderer:
         self.eos_ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
         self.bos_ids = self._leading_special_ids() if not self.use_chat_template else []
         self._warned = False
+        self._backend = self._fast_backend()
+
+    def _fast_backend(self):
+        """The Rust tokenizer of a fast tokenizer, used directly: its batch call without the Python
+        wrapper's per-encoding conversion is several times cheaper per sample. Only when it gives the same
+        ids as the wrapper (checked on a probe text with the template's special tokens); else None."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is None or not getattr(self.tokenizer, "is_fast", False):
+            return None
+        if bool(getattr(self.tokenizer, "split_special_tokens", False)) != bool(
+                getattr(backend, "encode_special_tokens", False)):
+            return None
+        probe = ["Question: 12 + 7 = ?\n  Answer:\t19 \u00e9\u4e2d " + " ".join(self.tokenizer.all_special_tokens), ""]
+        encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+        try:
+            ours = [e.ids for e in encode(probe, add_special_tokens=False)]
+        except Exception:
+            return None
+        theirs = self.tokenizer(probe, add_special_tokens=False)["input_ids"]
+        return encode if ours == [list(t) for t in theirs] else None
+
+    def _encode(self, texts: list[str]) -> list[list[int]]:
+        """[n] texts -> [n] token id lists, no special tokens added (one batched call)."""
+        if self._backend is not None:
+            return [e.ids for e in self._backend(texts, add_special_tokens=False)]
+        return [list(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
     def _leading_special_ids(self) -> list[int]:
         # What the tokenizer prepends with add_special_tokens=True (a BOS for Llama-style tokenizers,
@@ -101,15 +133,15 @@ class Renderer:
             prefixes, texts = [], []
             for c, f in zip(convs, fulls):
                 try:
-                    prefixes.append(self._apply([c], True)[0])
-                    texts.append(self._apply([f], False)[0])
+                    pair = self._apply([c], True)[0], self._apply([f], False)[0]
                 except Exception as e:  # jinja errors raised by the template for this conversation
                     if not self._warned:
                         self._warned = True
                         warnings.warn(f"the chat template of {self.name} refused a sample ({type(e).__name__}: "
                                       f"{e}); such samples are skipped as 'template_error'", stacklevel=4)
-                    prefixes.append(None)
-                    texts.append(None)
+                    pair = None, None
+                prefixes.append(pair[0])
+                texts.append(pair[1])
         for i, prefix, full in zip(todo, prefixes, texts):
             if prefix is None:
                 out[i] = "template_error"
@@ -144,8 +176,9 @@ class Renderer:
         return self.render_many([sample])[0]
 
     def render_many(self, samples: Sequence[Sample]) -> list[Rendered]:
-        """Renders [n] samples with two batched tokenizer calls (prefixes, rests). Returns [n] Rendered in
-        order; skipped samples have skipped_reason set and empty input_ids."""
+        """Renders [n] samples with one batched tokenizer call (prefixes and rests) and, with a chat
+        template, two batched template calls. Returns [n] Rendered in order; skipped samples have
+        skipped_reason set and empty input_ids."""
         texts = self._texts(samples)
         todo = [i for i, t in enumerate(texts) if not isinstance(t, str)]
         out: list[Rendered | None] = [None] * len(samples)
@@ -153,10 +186,8 @@ class Renderer:
             if isinstance(t, str):
                 out[i] = _skipped(t)
         if todo:
-            tok = self.tokenizer
-            prefixes = tok([texts[i][0] for i in todo], add_special_tokens=False)["input_ids"]
-            rests = tok([texts[i][1] for i in todo], add_special_tokens=False)["input_ids"]
-            for i, p, r in zip(todo, prefixes, rests):
-                out[i] = self._assemble(self.bos_ids + list(p), list(r) + self.eos_ids if not self.use_chat_template
-                                        else list(r))
+            ids = self._encode([texts[i][0] for i in todo] + [texts[i][1] for i in todo])  # prefixes, then rests
+            eos = [] if self.use_chat_template else self.eos_ids
+            for i, p, r in zip(todo, ids[:len(todo)], ids[len(todo):]):
+                out[i] = self._assemble(self.bos_ids + p, r + eos)
         return out  # type: ignore[return-value]

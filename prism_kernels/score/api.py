@@ -6,7 +6,7 @@ import importlib.util
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -106,19 +106,16 @@ def score_dataset(paths, out_dir, *, config: ScoreConfig | None = None, overwrit
     """
     from rich.console import Console
 
-    from ..data import Renderer, open_dataset
-    from .finish import BOOTSTRAP_RESAMPLES, NOVELTY_LAMBDA, finish
-    from .plan import build_plan, read_plan_info
+    from ..data import open_dataset
     from .proxy import load_tokenizer, model_identity, resolve_model_dir
-    from .report import Progress, print_summary
-    from .runner import ShardContext, run_local
 
     t_start = time.perf_counter()
     say = on_event or (lambda msg: None)
     cfg = (config.replace(**options) if config is not None else ScoreConfig(data=list(paths), **options))
     cfg.data = [os.fspath(p) for p in paths]
     cfg.validate()
-    cfg.device, cfg.dtype = resolve_device(cfg.device, cfg.dtype)
+    cfg.device, cfg.dtype = resolve_device(cfg.device, cfg.dtype, gpus_per_worker=cfg.gpus_per_worker,
+                                           local=cfg.engine == "local")
     console = console or Console(stderr=True)
     if progress is None:
         progress = console.is_terminal
@@ -133,9 +130,31 @@ def score_dataset(paths, out_dir, *, config: ScoreConfig | None = None, overwrit
     chash = cfg.hash()
 
     run = RunDir(out_dir)
+    lock = run.lock()  # one process per run directory; released when this one ends, however it ends
+    try:
+        return _score_locked(run, cfg, dataset, tokenizer, fieldmap, chash, overwrite, progress, console,
+                             print_result, say, t_start)
+    finally:
+        lock.close()
+
+
+def _score_locked(run, cfg, dataset, tokenizer, fieldmap, chash, overwrite, progress, console, print_result, say,
+                  t_start):
+    from rich.markup import escape
+
+    from ..data import Renderer
+    from .finish import BOOTSTRAP_RESAMPLES, NOVELTY_LAMBDA, finish
+    from .plan import build_plan, read_plan_info
+    from .report import Progress, print_summary
+    from .runner import ShardContext, run_local
+
+    out_dir = run.root
     stored = run.read_config()
     if stored is not None and overwrite:
         run.clear()
+        stored = None
+    if stored is not None and stored.get("config_hash") != chash and not run.done_shards():
+        run.clear()  # nothing sketched yet: nothing to protect, start with the new configuration
         stored = None
     if stored is not None and stored.get("config_hash") != chash:
         diffs = diff_identity(stored.get("identity", {}), cfg.identity()) or ["the configuration format"]
@@ -147,12 +166,14 @@ def score_dataset(paths, out_dir, *, config: ScoreConfig | None = None, overwrit
         run.root.mkdir(parents=True, exist_ok=True)
         run.write_config(cfg.to_json())
 
+    run.remove_stale_tmp()  # halves of files a kill -9 interrupted
     renderer = Renderer(tokenizer, cfg.max_length)
     with Progress(bool(progress), console) as bars:
         if not run.plan_path.exists():
             total = None
             try:
-                total = min(dataset.count(), cfg.limit) if cfg.limit else None
+                total = dataset.count()  # one streaming pass (cached by the dataset), for the bar's ETA
+                total = min(total, cfg.limit) if cfg.limit else total
             except Exception:  # noqa: BLE001 - count is only for the bar
                 total = None
             bars.add("plan", "plan  ", total)
@@ -162,25 +183,30 @@ def score_dataset(paths, out_dir, *, config: ScoreConfig | None = None, overwrit
         info = read_plan_info(run.plan_path)
         say(f"planned {info.n_rows} rows in {len(info.shards)} shards, {info.n_batches} batches")
         for msg in info.bad_examples:
-            console.print(f"[yellow]prism: warning:[/yellow] {msg}", highlight=False)
+            console.print(f"[yellow]prism: warning:[/yellow] {escape(msg)}", highlight=False, soft_wrap=True)
         if sum(info.skipped.values()) > len(info.bad_examples):
             console.print(f"[yellow]prism: warning:[/yellow] {sum(info.skipped.values())} rows skipped in all "
-                          f"({', '.join(f'{k}: {v}' for k, v in info.skipped.items())})", highlight=False)
+                          f"({', '.join(f'{k}: {v}' for k, v in info.skipped.items())})",
+                          highlight=False, soft_wrap=True)
         shard_ids = list(range(len(info.shards)))
         done = run.done_shards(chash)
         todo = [s for s in shard_ids if s not in done]
         rows_done = sum(info.shards[s][1] - info.shards[s][0] for s in done)
+        if done and (progress or print_result):
+            console.print(f"resuming {escape(str(out_dir))}: {len(done)} of {len(shard_ids)} shards "
+                          f"({rows_done:,} rows) already done", highlight=False, soft_wrap=True)
         sketched_now = 0
         timing = None
         t_sketch = time.perf_counter()
         if todo:
-            def record(result):
-                run.record_shard(result.to_json(), chash)
-                say(f"shard {result.shard} done")
+            def record(result):  # a ShardResult, or its to_json() dict (e.g. from a Ray actor)
+                entry = result if isinstance(result, dict) else result.to_json()
+                run.record_shard(entry, chash)
+                say(f"shard {entry['shard']} done")
 
             bars.add("sketch", "sketch", info.n_rows, completed=rows_done)
             if cfg.engine == "local":
-                ctx = ShardContext.from_run_dir(run.root, device=cfg.device)
+                ctx = ShardContext.from_run_dir(run.root, device=cfg.device, dataset=dataset)
                 timing = run_local(ctx, todo, record, on_rows=lambda n: bars.advance("sketch", n))
             else:
                 engine = _ray_engine()

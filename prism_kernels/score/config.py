@@ -163,14 +163,18 @@ def _short(v) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def resolve_device(device: str, dtype: str) -> tuple[str, str]:
-    """("auto"|"cpu"|"cuda", "auto"|dtype) -> concrete (device, dtype): auto device = cuda when available;
-    auto dtype = bfloat16 on cuda, float32 on cpu."""
+def resolve_device(device: str, dtype: str, *, gpus_per_worker: float | None = None,
+                   local: bool = True) -> tuple[str, str]:
+    """("auto"|"cpu"|"cuda", "auto"|dtype) -> concrete (device, dtype): auto device = cuda when available
+    (for remote workers, ``local=False``: cuda when ``gpus_per_worker`` > 0, else this machine's answer);
+    auto dtype = bfloat16 on cuda, float32 on cpu. ``--device cuda`` without CUDA here is an error only
+    when the work runs here (``local``)."""
     import torch
 
     if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device == "cuda" and not torch.cuda.is_available():
+        remote_gpu = not local and gpus_per_worker is not None and gpus_per_worker > 0
+        device = "cuda" if remote_gpu or torch.cuda.is_available() else "cpu"
+    elif device == "cuda" and local and not torch.cuda.is_available():
         raise _error("--device cuda: no CUDA device is available here (use --device cpu or auto)")
     if dtype == "auto":
         dtype = "bfloat16" if device == "cuda" else "float32"

@@ -24,9 +24,7 @@ Nothing here reads the data or runs the model; it only reads ``sketches/shard-*`
 from __future__ import annotations
 
 import json
-import math
 import struct
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -215,20 +213,15 @@ def write_samples(run, shard_ids: list[int], merged_packed: torch.Tensor, k: int
     atomic_write(run.samples_path, write)
 
 
-def gvendi(run) -> dict:
-    """G-Vendi q = 1, 2, inf of the merged state in state.safetensors (read with pk.VendiState.load)."""
+def gvendi(run) -> tuple[dict, list[float]]:
+    """G-Vendi q = 1, 2, inf of the merged state in state.safetensors (read with pk.VendiState.load) and its
+    spectrum (eigenvalues of S / n, descending). Two eigendecompositions, not three: q = inf is 1 / the
+    largest eigenvalue of the spectrum (what ``state.score("inf")`` computes, bit for bit)."""
     import prism_kernels as pk
 
     state = pk.VendiState.load(run.state_path)
-    return {"q1": state.score(1), "q2": state.score(2), "inf": state.score("inf")}, state
-
-
-def finite_or_none(x):
-    return x if x is None or math.isfinite(x) else None
-
-
-def spectrum_of(state) -> list[float]:
-    return state.spectrum().tolist()
+    lam = state.spectrum()
+    return {"q1": state.score(1), "q2": state.score(2), "inf": float(1.0 / lam.max())}, lam.tolist()
 
 
 def finish(run, shard_ids: list[int], k: int, seed: int) -> dict:
@@ -240,7 +233,7 @@ def finish(run, shard_ids: list[int], k: int, seed: int) -> dict:
 
         raise DataError("no row could be scored (every row was skipped or not finite); see the skipped counts")
     write_state(run, shard_ids, k, merged, count, rows)
-    scores, state = gvendi(run)
+    scores, spectrum = gvendi(run)
     write_samples(run, shard_ids, merged, k)
     ci, note = bootstrap_q1(run, shard_ids, k, seed)
-    return {"n": rows, "gvendi": scores, "ci95": {"q1": ci}, "ci95_note": note, "spectrum": spectrum_of(state)}
+    return {"n": rows, "gvendi": scores, "ci95": {"q1": ci}, "ci95_note": note, "spectrum": spectrum}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 
 class Progress:
     """Two rich progress bars (plan, sketch) with rows/s and ETA; a no-op when disabled."""
@@ -47,19 +45,21 @@ def print_summary(summary: dict, run_dir, console=None) -> None:
     """The run's result as a rich table: rows, skipped, truncated, G-Vendi q = 1, 2, inf with the interval,
     time and rate."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = console or Console()
     g = summary["gvendi"]
     ci = (summary.get("ci95") or {}).get("q1")
-    table = Table(title=f"G-Vendi of {run_dir}", show_header=False, title_justify="left")
+    table = Table(title=f"G-Vendi of {escape(str(run_dir))}", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     table.add_row("rows", f"{summary['rows']:,} ({summary['n']:,} scored)")
     skipped = summary.get("skipped") or {}
     table.add_row("skipped", ", ".join(f"{k}: {v:,}" for k, v in skipped.items()) or "0")
     table.add_row("truncated", f"{summary['truncated']:,}")
-    interval = f"  95% CI [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"  (no interval: {summary.get('ci95_note')})"
+    note = escape(str(summary.get("ci95_note")))
+    interval = f"  95% CI [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"  (no interval: {note})"
     table.add_row("G-Vendi q=1", f"{g['q1']:.3f}{interval}")
     table.add_row("G-Vendi q=2", f"{g['q2']:.3f}")
     table.add_row("G-Vendi q=inf", f"{g['inf']:.3f}")
@@ -70,6 +70,7 @@ def print_summary(summary: dict, run_dir, console=None) -> None:
 def print_compare(rows: list[dict], console=None) -> None:
     """Finished runs ranked by G-Vendi q = 1 (with their intervals)."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = console or Console()
@@ -81,13 +82,9 @@ def print_compare(rows: list[dict], console=None) -> None:
         ci = (s.get("ci95") or {}).get("q1")
         ident = s.get("config", {})
         model = ident.get("model", {})
-        table.add_row(str(i), str(r["run"]), f"{s['n']:,}", f"{s['gvendi']['q1']:.3f}",
+        table.add_row(str(i), escape(str(r["run"])), f"{s['n']:,}", f"{s['gvendi']['q1']:.3f}",
                       f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "-", f"{s['gvendi']['q2']:.3f}",
                       f"{s['gvendi']['inf']:.3f}", str(model.get("name", model) if isinstance(model, dict) else model),
                       str(ident.get("k", "")))
     console.print(table)
 
-
-@contextlib.contextmanager
-def nullcontext():
-    yield

@@ -180,6 +180,37 @@ class RunDir:
         manifest["shards"] = dict(sorted(manifest["shards"].items(), key=lambda kv: int(kv[0])))
         write_json(self.manifest_path, manifest)
 
+    def lock(self):
+        """Takes an exclusive lock on the run (``RUN_DIR/.lock``, flock: released by the OS when the process
+        dies, even by kill -9). Returns the open lock file (keep it open while working); DataError when
+        another process holds it."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        f = open(self.root / ".lock", "a+")
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            return f
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            from ..data import DataError
+
+            raise DataError(f"{self.root} is in use by another prism score process; wait for it or use "
+                            f"another --out") from None
+        return f
+
+    def remove_stale_tmp(self) -> int:
+        """Deletes temporary files left by an interrupted atomic write (``.NAME.*.tmp``); returns how many.
+        Call it only when no other process writes into this run."""
+        n = 0
+        for folder in (self.root, self.sketch_dir):
+            if folder.is_dir():
+                for p in folder.glob(".*.tmp"):
+                    p.unlink(missing_ok=True)
+                    n += 1
+        return n
+
     def clear(self) -> None:
         """Removes everything a run writes (for ``--overwrite``); other files are left alone."""
         import shutil

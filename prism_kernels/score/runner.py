@@ -15,7 +15,6 @@ import queue
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -42,9 +41,10 @@ class ShardContext:
     scorer: object  # Scorer
 
     @classmethod
-    def from_run_dir(cls, run_dir, device: str | None = None) -> "ShardContext":
-        """Builds a context from a planned run directory (config.json + plan.parquet): opens the data and
-        loads the proxy (on ``device``, default the config's). Used by the Ray engine's actors."""
+    def from_run_dir(cls, run_dir, device: str | None = None, dataset=None) -> "ShardContext":
+        """Builds a context from a planned run directory (config.json + plan.parquet): opens the data (or uses
+        ``dataset``, an already opened one, e.g. with its seek index built) and loads the proxy (on ``device``,
+        default the config's). Used by the Ray engine's actors."""
         from ..data import FieldMap, open_dataset
         from .config import ScoreConfig
         from .scorer import Scorer
@@ -56,7 +56,8 @@ class ShardContext:
         cfg = ScoreConfig.from_json(stored)
         if device is not None:
             cfg.device = device
-        dataset = open_dataset(cfg.data, split=cfg.split)
+        if dataset is None:
+            dataset = open_dataset(cfg.data, split=cfg.split)
         fieldmap = FieldMap.from_json(cfg.fields)
         scorer = Scorer(cfg.model, cfg.tokenizer, k=cfg.k, kind=cfg.kind, seed=cfg.seed, fields=fieldmap,
                         params=cfg.params, max_length=cfg.max_length, device=cfg.device, dtype=cfg.dtype,
@@ -247,6 +248,17 @@ class Timing:
 _DONE = object()
 
 
+def _put(q: queue.Queue, item, consumer: threading.Thread) -> bool:
+    """Puts ``item`` unless the consumer thread has died (then False): never blocks on a dead consumer."""
+    while consumer.is_alive():
+        try:
+            q.put(item, timeout=0.2)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
 def run_local(ctx: ShardContext, shard_ids, on_done, on_rows=None, prefetch: int = 2) -> Timing:
     """Runs shards in this process as a pipeline (reader thread -> main thread -> writer thread).
 
@@ -310,12 +322,13 @@ def run_local(ctx: ShardContext, shard_ids, on_done, on_rows=None, prefetch: int
             skipped_rows = len(item.rows) - sum(len(idx) for idx, _ in item.batches)
             out = compute_shard(ctx, item, on_batch=on_rows)
             timing.compute_s += out.seconds
-            written_q.put(out)
+            if not _put(written_q, out, threads[1]):
+                break  # the writer died: its error is raised below
             if on_rows is not None and skipped_rows:
                 on_rows(skipped_rows)
     finally:
         stop.set()
-        written_q.put(_DONE)
+        _put(written_q, _DONE, threads[1])
         threads[1].join()
         while threads[0].is_alive():  # unblock a reader waiting on a full queue
             try:
