@@ -5,7 +5,7 @@
 #            templates, with the proxy LM shipped in the package; prints the four G-Vendi values (they must
 #            rise strictly: a check line says so) and writes demo_out/runs/*/ and demo_out/ladder.png;
 #   part 2 - grid density of 200,000 synthetic 2-D points -> demo_out/grid/density.png.
-# Options go to the demo: --out DIR, --rows N (per subset), --seed N, --skip-grid.
+# Options go to the demo: --out DIR, --rows N (per subset, default 64), --seed N, --skip-grid.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh demo

@@ -1,7 +1,7 @@
 """The built-in demo: G-Vendi of a dataset whose diversity is controlled (``problems``), scored with a
 small proxy LM shipped with the package (``DEMO_MODEL_DIR``), and the grid-density picture (``grid``).
 
-    python -m prism_kernels.demo [--out demo_out] [--rows 128] [--skip-grid]
+    python -m prism_kernels.demo [--out demo_out] [--rows 64] [--skip-grid]
 
 Importing this package is light: the submodules import torch, transformers and matplotlib where used.
 """

@@ -1,6 +1,6 @@
 """The demo: ``prism score`` on four subsets of controlled diversity, then the grid-density picture.
 
-    python -m prism_kernels.demo [--out demo_out] [--rows 128] [--seed 0] [--skip-grid]
+    python -m prism_kernels.demo [--out demo_out] [--rows 64] [--seed 0] [--skip-grid]
 
 Part 1 writes four equal-size subsets of templated word problems (drawn from the first 1, 4, 16 and 64
 templates of prism_kernels.demo.problems) to ``<out>/data/``, scores each with the proxy LM shipped in
@@ -112,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m prism_kernels.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("PRISM_DEMO_OUT", "demo_out")),
                         help="output folder (default demo_out)")
-    parser.add_argument("--rows", type=int, default=128, help="problems per subset (default 128, at least 64)")
+    parser.add_argument("--rows", type=int, default=64,
+                        help="problems per subset (default 64, the minimum: one per template in the largest "
+                             "subset; more rows separate the values further and take longer)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the subsets' draw (default 0)")
     parser.add_argument("--skip-grid", action="store_true", help="skip part 2, the grid-density demo")
     args = parser.parse_args(argv)
