@@ -47,7 +47,7 @@ def _scripted(request) -> str:
     return format_examples([problem])
 
 
-def test_three_rounds_beat_random_acceptance(tmp_path):
+def test_three_rounds_raise_pool_gvendi_compared_with_random_acceptance(tmp_path):
     import torch
     from safetensors.numpy import load_file
 
