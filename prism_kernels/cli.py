@@ -14,6 +14,8 @@ import os
 import sys
 from pathlib import Path
 
+from .data.options import int_at_least, number_in
+
 SCORE_EPILOG = """\
 examples:
   # G-Vendi of a JSONL file with the paper's proxy (from the local Hugging Face cache)
@@ -41,24 +43,9 @@ Models are loaded offline (HF_HUB_OFFLINE=1 unless you set it): pass a local fol
 that is already in the Hugging Face cache."""
 
 
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
-
-
-def _nonneg_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return v
+# argparse converters shared with the synthesis loops' options
+_positive = int_at_least(1)
+_nonneg_float = number_in(0)
 
 
 def build_parser() -> argparse.ArgumentParser:

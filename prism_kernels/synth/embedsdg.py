@@ -413,14 +413,9 @@ def add_embedsdg_arguments(parser) -> None:
     """Adds the options of ``prism synth embedsdg`` to an argparse parser."""
     import argparse
 
-    def positive(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-        return value
+    from ..data.options import int_at_least
+
+    positive = int_at_least(1)
 
     d = parser.add_argument_group("data and student")
     d.add_argument("--data", nargs="+", required=True, metavar="DATA",

@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.options import int_at_least, number_in
+
 ROUND_KEYS = ("round", "pool_size", "generated", "parsed", "duplicates", "rejected_filter",
               "rejected_answer_check", "kept", "pool_gvendi")
 FORMAT = "prism_kernels.synth.prismatic/1"
@@ -56,34 +58,9 @@ def _error(msg: str):
 # ------------------------------------------------------------------------------------------------ arguments
 
 
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return v
-
-
-def _nonneg(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return v
-
-
-def _fraction(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
-    if not 0 < v <= 1:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
-    return v
+_positive = int_at_least(1)
+_nonneg = int_at_least(0)
+_fraction = number_in(0, 1, low_open=True)
 
 
 def add_prismatic_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
