@@ -31,6 +31,7 @@ from nemo_curator.stages.base import ProcessingStage
 from nemo_curator.stages.resources import Resources
 from nemo_curator.tasks import DocumentBatch
 
+from ..score.scorer import _fieldmap  # the Scorer's own conversion of --fields specs
 from .sketch_output import COLUMNS, gvendi_from_output
 
 __all__ = ["GradientSketchStage", "PrismaticFilterStage", "gvendi_from_output", "pool_clustering"]
@@ -58,16 +59,6 @@ def _default_gpus(gpus: float | None) -> float:
     import torch
 
     return 1.0 if torch.cuda.is_available() else 0.0
-
-
-def _fieldmap(fields):
-    from ..data import FieldMap, parse_fields
-
-    if fields is None or isinstance(fields, FieldMap):
-        return fields
-    if isinstance(fields, dict):
-        return FieldMap.from_json(fields)
-    return parse_fields(fields)
 
 
 def _source_of(task: DocumentBatch) -> str:
