@@ -122,6 +122,53 @@ def test_filter_release_reopens_a_cluster():
         f.release(second)
 
 
+def test_outliers_open_clusters_that_fill_up_to_the_median():
+    d = 8
+    eye = np.eye(d, dtype=np.float32)
+    sizes = np.array([2, 6, 6])  # median 6: only cluster 0 has room (4)
+    f = SparseClusterFilter(eye[:3], sizes, outlier_similarity=0.5)
+    # inside cluster 1 (full) -> refused; a new direction e5 x 7; then e6 once; then cluster 0
+    x = np.stack([eye[1] + 0.1 * eye[7]] + [eye[5] + 0.05 * k * eye[7] for k in range(7)] + [eye[6], eye[0]])
+    dec = f.decide(x)
+    assert [dc.keep for dc in dec] == [False] + [True] * 6 + [False, True, True]
+    assert not dec[0].outlier and dec[0].cluster == 1
+    assert dec[1].outlier and dec[1].cluster == 3 and dec[1].size_at_decision == 0  # opened cluster 3
+    assert all(dc.outlier and dc.cluster == 3 for dc in dec[2:8])  # later e5-like outliers join it...
+    assert [dc.size_at_decision for dc in dec[2:8]] == [1, 2, 3, 4, 5, 6]  # ...until it reaches the median
+    assert dec[8].outlier and dec[8].cluster == 4 and dec[8].keep  # e6: another new direction
+    assert not dec[9].outlier and dec[9].cluster == 0
+    assert f.centroids.shape == (5, d) and f.counts.tolist() == [3, 6, 6, 6, 1]
+    # without the option: the paper's rule alone -- e5 and e6 go to whichever old centroid is least unlike them
+    plain = SparseClusterFilter(eye[:3], sizes).decide(x)
+    assert not any(dc.outlier for dc in plain) and all(dc.cluster < 3 for dc in plain)
+    # a dry run marks outliers as kept without opening clusters
+    dry = SparseClusterFilter(eye[:3], sizes, outlier_similarity=0.5).decide(x, accept=False)
+    assert [dc.outlier for dc in dry] == [False] + [True] * 8 + [False] and all(dc.cluster == -1 for dc in dry[1:9])
+
+
+def test_outlier_cutoff_is_a_quantile_of_the_pool_similarities():
+    from prism_kernels.synth.cluster import outlier_cutoff
+
+    sim = np.linspace(0.0, 1.0, 101)
+    assert outlier_cutoff(sim, 0.1) == pytest.approx(0.1)
+    assert outlier_cutoff(sim, 0) == float("-inf")
+    with pytest.raises(ValueError, match="quantile"):
+        outlier_cutoff(sim, 1.0)
+
+
+def test_candidates_are_rendered_like_the_pool():
+    from prism_kernels.data import FieldMap
+    from prism_kernels.synth.prismatic import candidate_record, split_final
+
+    fm = FieldMap.from_json({"kind": "pair", "prompt": "question", "response": "answer"})
+    # a GSM8K-style pool: the final answer is the response's "#### X" line, and candidates get one too
+    assert split_final("6 * 7 = 42\n#### 42") == ("6 * 7 = 42", "42")
+    assert candidate_record(fm, "Q?", "6 * 7 = 42", "42", True)["answer"] == "6 * 7 = 42\n#### 42"
+    # a pool with a separate final_answer field: responses are the worked answers alone, and so are candidates'
+    assert split_final("6 * 7 = 42\nAnswer: 42", {"final_answer": "42"}) == ("6 * 7 = 42\nAnswer: 42", "42")
+    assert candidate_record(fm, "Q?", "6 * 7 = 42\nAnswer: 42", "42", False)["answer"] == "6 * 7 = 42\nAnswer: 42"
+
+
 # ---------------------------------------------------------------- dedup
 
 def test_exact_and_near_duplicates_are_caught():

@@ -21,9 +21,11 @@ def int_at_least(low: int):
     return convert
 
 
-def number_in(low: float, high: float = math.inf, *, low_open: bool = False):
-    """A converter for numbers in ``[low, high]`` (``(low, high]`` with ``low_open``)."""
-    span = f"{'(' if low_open else '['}{low:g}, {high:g}]" if math.isfinite(high) else None
+def number_in(low: float, high: float = math.inf, *, low_open: bool = False, high_open: bool = False):
+    """A converter for numbers in ``[low, high]`` (``(low, ...`` with ``low_open``, ``..., high)`` with
+    ``high_open``)."""
+    span = (f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+            if math.isfinite(high) else None)
     want = f"a number in {span}" if span else f"a number {'>' if low_open else '>='} {low:g}"
 
     def convert(text: str) -> float:
@@ -31,7 +33,7 @@ def number_in(low: float, high: float = math.inf, *, low_open: bool = False):
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {want}, got {text!r}") from None
-        if not ((value > low if low_open else value >= low) and value <= high):
+        if not ((value > low if low_open else value >= low) and (value < high if high_open else value <= high)):
             raise argparse.ArgumentTypeError(f"expected {want}, got {text!r}")
         return value
 

@@ -14,6 +14,19 @@ default. faiss is imported where it is used.
 round's candidates with the sizes computed before the round lets a new region flood (measured here: a
 GSM8K pool fed GSM8K + SVAMP candidates kept 32 SVAMP of 38 and scored below a random pick). Each decision
 records the cluster's size before the round and at decision time.
+
+**Outliers** (an extension, off by default): nearest-centroid assignment sends a candidate unlike every cluster
+to whichever centroid happens to be least unlike it, so its fate is a coin flip. Measured on the demo (a pool of
+4 dense + 8 rare templates, gradient sketches of different templates nearly orthogonal): candidates of 52 unseen
+templates had their nearest cluster below the median as often as copies of the dense templates (0.32 vs 0.32),
+and the paper's rule kept a set with lower G-Vendi than accepting as many candidates at random. With
+``outlier_similarity`` set, a candidate whose cosine to its nearest centroid is below it lies outside every
+cluster: it opens a new cluster (its own direction, size 0 < median, so it is kept). Later outliers of the round join an opened
+cluster they are at least as similar to as the cut-off (and are judged by its size like any other), else open
+their own, so a new region fills up to the median and no further; candidates inside a pool cluster are judged
+by the paper's rule alone.
+:func:`outlier_cutoff` sets the cut-off from the pool: a low quantile of the members' cosines to their own
+centroids.
 """
 
 from __future__ import annotations
@@ -63,6 +76,7 @@ class Clustering:
             may own no row after the final assignment.
         seed, init, niter: how it was made.
         objective: faiss's final objective (sum of inner products to the centroids).
+        similarity: ``[n]`` float32 cosine of every clustered row to its centroid.
     """
 
     centroids: np.ndarray
@@ -72,6 +86,7 @@ class Clustering:
     init: str = "random"
     niter: int = 20
     objective: float = float("nan")
+    similarity: np.ndarray | None = None
 
     @property
     def k(self) -> int:
@@ -135,9 +150,20 @@ def spherical_kmeans(x, k: int | None = None, *, ratio: float = 0.1, niter: int 
                       max_points_per_centroid=max(256, -(-n // k)))
     obj = km.train(xs)
     centroids = normalize_rows(km.centroids)
-    ids, _ = assign(centroids, xs)
+    ids, sim = assign(centroids, xs)
     sizes = np.bincount(ids, minlength=k).astype(np.int64)
-    return Clustering(centroids, ids, sizes, int(seed), init, niter, float(obj))
+    return Clustering(centroids, ids, sizes, int(seed), init, niter, float(obj), sim)
+
+
+def outlier_cutoff(similarity, quantile: float) -> float:
+    """The cosine below which a candidate is outside every cluster: the ``quantile`` of the pool rows' cosines
+    to their own centroids (``similarity`` [n], e.g. :attr:`Clustering.similarity`). 0 gives -inf (off)."""
+    if not (0 <= quantile < 1):
+        raise ValueError(f"quantile must be in [0, 1), got {quantile!r}")
+    sim = np.asarray(similarity, dtype=np.float64)
+    if quantile == 0 or sim.size == 0:
+        return float("-inf")
+    return float(np.quantile(sim, quantile))
 
 
 @dataclass
@@ -146,7 +172,11 @@ class FilterDecision:
 
     cluster: nearest centroid; similarity: cosine to it; size_before: the cluster's size when the round
     began; size_at_decision: its size when this candidate was judged (after earlier acceptances);
-    threshold: the median the size was compared with; keep: ``size_at_decision < threshold``.
+    threshold: the median the size was compared with; keep: ``size_at_decision < threshold``;
+    outlier: the candidate was below the filter's ``outlier_similarity`` for every cluster that existed before
+    the call; it joined a cluster opened by an earlier outlier of the call (``similarity`` is its cosine to it)
+    or opened cluster ``cluster`` itself (``similarity`` is then its cosine to the nearest old cluster;
+    ``cluster`` is -1 in a dry run).
     """
 
     cluster: int
@@ -155,10 +185,12 @@ class FilterDecision:
     size_at_decision: int
     threshold: float
     keep: bool
+    outlier: bool = False
 
     def to_json(self) -> dict:
         return {"cluster": self.cluster, "similarity": round(self.similarity, 6), "size_before": self.size_before,
-                "size_at_decision": self.size_at_decision, "threshold": self.threshold, "keep": self.keep}
+                "size_at_decision": self.size_at_decision, "threshold": self.threshold, "keep": self.keep,
+                **({"outlier": True} if self.outlier else {})}
 
 
 @dataclass
@@ -172,20 +204,29 @@ class SparseClusterFilter:
         centroids: ``[k, d]`` unit-norm centroids.
         sizes: ``[k]`` current cluster sizes (the pool's rows plus candidates accepted in earlier rounds).
         threshold: default ``median(sizes)``.
+        outlier_similarity: a candidate whose cosine to its nearest centroid is below this opens a new cluster
+            (see the module docstring; :func:`outlier_cutoff`); default None: the paper's rule only.
+
+    After :meth:`decide`, ``centroids`` and ``counts`` include the clusters that outliers opened (ids k, k+1, ...).
     """
 
     centroids: np.ndarray
     sizes: np.ndarray
     threshold: float | None = None
+    outlier_similarity: float | None = None
     counts: np.ndarray = field(init=False)
     before: np.ndarray = field(init=False)
 
     def __post_init__(self):
+        self.centroids = np.asarray(self.centroids, dtype=np.float32)
         self.sizes = np.asarray(self.sizes, dtype=np.int64)
         if self.sizes.shape != (self.centroids.shape[0],):
             raise ValueError(f"sizes must be [k] = [{self.centroids.shape[0]}], got shape {self.sizes.shape}")
         if self.threshold is None:
             self.threshold = float(np.median(self.sizes))
+        if self.outlier_similarity is not None and not np.isfinite(self.outlier_similarity) \
+                and self.outlier_similarity != float("-inf"):
+            raise ValueError(f"outlier_similarity must be a cosine or -inf, got {self.outlier_similarity!r}")
         self.before = self.sizes.copy()
         self.counts = self.sizes.copy()
 
@@ -198,14 +239,48 @@ class SparseClusterFilter:
         """Judges the rows of ``x`` [m, d] in order; each kept one is counted into its cluster at once
         (unless ``accept=False``, a dry run). Returns m :class:`FilterDecision`."""
         ids, sim = assign(self.centroids, x)
+        cut = self.outlier_similarity
+        if cut is None or cut == float("-inf"):
+            opened, xs = None, None
+        else:
+            opened, xs = [], normalize_rows(x)  # clusters opened by this call's outliers: (id, unit row)
         out = []
-        for c, s in zip(ids.tolist(), sim.tolist()):
+        for j, (c, s) in enumerate(zip(ids.tolist(), sim.tolist())):
+            if opened is not None and s < cut:  # outside every pool cluster: outliers cluster among themselves
+                nearest_sim = s
+                fresh = np.stack([row for _, row in opened]) @ xs[j] if opened else np.zeros(0, np.float32)
+                best = int(np.argmax(fresh)) if fresh.size else -1
+                if best >= 0 and fresh[best] >= cut:
+                    c, s = opened[best][0], float(fresh[best])
+                else:
+                    c = self._open(xs[j]) if accept else -1
+                    if accept:
+                        opened.append((c, xs[j]))
+                    keep = self.threshold > 0
+                    if keep and accept:
+                        self.counts[c] += 1
+                    out.append(FilterDecision(c, float(nearest_sim), 0, 0, float(self.threshold), bool(keep), True))
+                    continue
+                now = int(self.counts[c])
+                keep = now < self.threshold
+                if keep and accept:
+                    self.counts[c] += 1
+                out.append(FilterDecision(c, float(s), int(self.before[c]), now, float(self.threshold), bool(keep),
+                                          True))
+                continue
             now = int(self.counts[c])
             keep = now < self.threshold
             if keep and accept:
                 self.counts[c] += 1
             out.append(FilterDecision(c, float(s), int(self.before[c]), now, float(self.threshold), bool(keep)))
         return out
+
+    def _open(self, unit_row: np.ndarray) -> int:
+        """Appends a cluster of size 0 centred on ``unit_row`` [d]; returns its id."""
+        self.centroids = np.concatenate([self.centroids, unit_row[None, :].astype(np.float32)])
+        self.counts = np.append(self.counts, 0)
+        self.before = np.append(self.before, 0)
+        return int(self.centroids.shape[0] - 1)
 
     def release(self, decision: FilterDecision) -> None:
         """Takes back an acceptance (a candidate that failed a later check). Candidates already refused
