@@ -140,8 +140,22 @@ def _add_loop(loops, name: str, module: str, adder: str, help_text: str) -> None
         add_arguments = getattr(importlib.import_module(f"prism_kernels.synth.{module}"), adder)
     except ImportError:  # a checkout without that loop, or its extra not installed
         return
-    p = loops.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
+    p = loops.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".",
+                         epilog=f"Offline demo on the package's tiny models: prism synth {name} --demo "
+                                "(other options override the demo's settings).")
+    p.add_argument("--demo", action="store_true",
+                   help="run the offline demo: built-in data and the shipped tiny models as "
+                        + ("proxy and generator" if name == "prismatic" else "student and teacher")
+                        + " (about a minute on 2 CPU cores; see prism_kernels/demo/synth.py)")
     add_arguments(p)
+    p.set_defaults(_loop_defaults=lambda: _defaults_of(add_arguments))
+
+
+def _defaults_of(add_arguments) -> argparse.Namespace:
+    """The namespace of an empty command line for a loop's options (what --demo may override)."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args([])
 
 
 def _cmd_score(args, console) -> int:
@@ -216,6 +230,11 @@ def _cmd_synth(args, console) -> int:
     if getattr(args, "loop", None) is None:
         raise _usage_error("prism synth needs a loop: prism synth prismatic ... or prism synth embedsdg ... "
                            "(see prism synth --help)")
+    if args.demo:
+        from .demo import synth as demo
+
+        run_demo = getattr(demo, f"run_{args.loop}_demo")
+        return run_demo(args, args._loop_defaults(), say=lambda line: console.print(line, highlight=False))
     module = importlib.import_module(f"prism_kernels.synth.{args.loop}")
     result = getattr(module, f"run_{args.loop}")(args)
     return result if isinstance(result, int) else 0

@@ -14,4 +14,9 @@ from pathlib import Path
 #: ``scripts/train_demo_lm.py``; load it with ``AutoModelForCausalLM.from_pretrained(DEMO_MODEL_DIR)``.
 DEMO_MODEL_DIR: Path = Path(__file__).resolve().parent.parent / "assets" / "demo-lm"
 
-__all__ = ["DEMO_MODEL_DIR"]
+#: The synthesis demos' model (``prism synth prismatic --demo``, ``prism synth embedsdg --demo``): the proxy
+#: fine-tuned by ``scripts/train_demo_synth_lm.py`` on the loops' own prompts, so that one tiny model is their
+#: generator, student and teacher at once, offline.
+DEMO_SYNTH_MODEL_DIR: Path = Path(__file__).resolve().parent.parent / "assets" / "demo-synth-lm"
+
+__all__ = ["DEMO_MODEL_DIR", "DEMO_SYNTH_MODEL_DIR"]

@@ -458,6 +458,31 @@ def demo_ladder(n_per_subset: int = 128, template_counts: Sequence[int] = LADDER
             for c in counts}
 
 
+def demo_pool(dense_templates: int = 4, dense_rows: int = 112, rare_templates: int = 8, rare_rows: int = 2,
+              seed: int = 0) -> list[dict]:
+    """The synthesis demos' pool: a skewed dataset, as real ones are. ``dense_rows`` problems spread over the
+    first ``dense_templates`` templates and ``rare_rows`` problems of each of the next ``rare_templates``
+    templates (the long tail), shuffled; the remaining templates are absent. Deterministic given ``seed``.
+
+    Returns ``dense_rows + rare_templates * rare_rows`` dicts ``{"question", "answer", "final_answer",
+    "template"}``.
+    """
+    _check_count("dense_templates", dense_templates)
+    _check_count("dense_rows", dense_rows)
+    _check_count("rare_templates", rare_templates, 0)
+    _check_count("rare_rows", rare_rows, 0)
+    if dense_templates + rare_templates > len(TEMPLATES):
+        raise ValueError(f"dense_templates + rare_templates must be at most {len(TEMPLATES)}, got "
+                         f"{dense_templates + rare_templates}")
+    rng = random.Random(f"prism-demo-pool:{seed}")
+    rows = sample_problems(range(dense_templates), dense_rows, rng)
+    if rare_templates and rare_rows:
+        rare = range(dense_templates, dense_templates + rare_templates)
+        rows += sample_problems(rare, rare_templates * rare_rows, rng)
+    rng.shuffle(rows)
+    return rows
+
+
 def subset_name(count: int) -> str:
     """File stem of the subset drawn from ``count`` templates, e.g. ``"templates-16"``."""
     return f"templates-{count:02d}"

@@ -418,13 +418,13 @@ def add_embedsdg_arguments(parser) -> None:
     positive = int_at_least(1)
 
     d = parser.add_argument_group("data and student")
-    d.add_argument("--data", nargs="+", required=True, metavar="DATA",
-                   help="JSONL / JSON / Parquet / CSV files, a datasets folder or a cached HF dataset id")
+    d.add_argument("--data", nargs="+", default=None, metavar="DATA",
+                   help="(required) JSONL / JSON / Parquet / CSV files, a datasets folder or a cached HF dataset id")
     d.add_argument("--split", default=None, help="split of a HF dataset")
     d.add_argument("--fields", default=None, metavar="SPEC",
                    help="field mapping, e.g. prompt=question,response=answer (default: detected)")
-    d.add_argument("--student", required=True, metavar="MODEL",
-                   help="local folder or cached HF id of the student causal LM (embeds and decodes)")
+    d.add_argument("--student", default=None, metavar="MODEL",
+                   help="(required) local folder or cached HF id of the student causal LM (embeds and decodes)")
     d.add_argument("--student-tokenizer", default=None, help="tokenizer folder (default: the student's)")
     d.add_argument("--max-length", type=positive, default=512, help="tokens kept per example (default: 512)")
     d.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="student device")
@@ -450,10 +450,10 @@ def add_embedsdg_arguments(parser) -> None:
     m.add_argument("--seed", type=int, default=0, help="seed of the reduction, tie-breaks and sampling")
 
     t = parser.add_argument_group("teacher and decoding")
-    t.add_argument("--teacher", required=True, metavar="URL|local:PATH",
-                   help="OpenAI-compatible base URL (key from $OPENAI_API_KEY) or local:PATH")
+    t.add_argument("--teacher", default=None, metavar="URL|local:PATH",
+                   help="(required) OpenAI-compatible base URL (key from $OPENAI_API_KEY) or local:PATH")
     t.add_argument("--teacher-model", default=None, help="model name served at --teacher URL")
-    t.add_argument("--n", type=positive, required=True, help="examples to generate")
+    t.add_argument("--n", type=positive, default=None, help="(required) examples to generate")
     t.add_argument("--baseline", action="store_true",
                    help="the random-seed baseline: one random seed per request, 'write a similar problem'")
     t.add_argument("--temperature", type=float, default=0.7, help="teacher temperature (default: 0.7)")
@@ -468,7 +468,7 @@ def add_embedsdg_arguments(parser) -> None:
                    help="SQLite request cache (default: RUN_DIR/requests.sqlite; share it between runs)")
 
     r = parser.add_argument_group("run")
-    r.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory (resumes when it exists)")
+    r.add_argument("--out", default=None, metavar="RUN_DIR", help="(required) run directory (resumes when it exists)")
     r.add_argument("--overwrite", action="store_true", help="delete the run in RUN_DIR and start again")
     r.add_argument("--quiet", action="store_true", help="no progress lines")
 
@@ -584,8 +584,13 @@ def _prepare_run(args, run: _Run, source: ExampleSource) -> dict:
     return {"hash": digest, "identity": identity}
 
 
-def _check_args(args) -> None:
+def _check_args(args, need_data: bool = True) -> None:
     err = _user_error()
+    missing = [flag for flag, value in (("--data DATA", args.data if need_data else True),
+                                        ("--student MODEL", args.student), ("--teacher URL|local:PATH", args.teacher),
+                                        ("--n N", args.n), ("--out RUN_DIR", args.out)) if not value]
+    if missing:
+        raise err(f"missing {', '.join(missing)} (or run the offline demo: prism synth embedsdg --demo)")
     if args.threshold is None and not 0.0 <= args.quantile <= 1.0:
         raise err(f"--quantile must be in [0, 1], got {args.quantile}")
     if args.threshold is not None and args.threshold <= 0:
@@ -685,7 +690,7 @@ def run_embedsdg(args, source: ExampleSource | None = None) -> dict:
     inputs_embeds) raise :class:`prism_kernels.data.DataError` with one line; a teacher that stays
     down raises the generator's error after its retries, and the same command resumes.
     """
-    _check_args(args)
+    _check_args(args, need_data=source is None)
     run = _Run(args.out)
     source = source if source is not None else _open_source(args)
     try:

@@ -73,15 +73,16 @@ def add_prismatic_arguments(parser: argparse.ArgumentParser) -> argparse.Argumen
     p.add_argument("--score-run", metavar="RUN", default=None,
                    help="reuse a finished prism score run of the pool (its data, fields and proxy) instead of "
                         "scoring --pool")
-    p.add_argument("--out", metavar="RUN_DIR", required=True, help="the run directory")
+    p.add_argument("--out", metavar="RUN_DIR", default=None, help="the run directory (required)")
     p.add_argument("--split", default=None, help="split of a HF dataset")
     p.add_argument("--fields", default=None, metavar="SPEC", help="field mapping of the pool (as prism score)")
     p.add_argument("--limit", type=_positive, default=None, metavar="N", help="only the first N pool rows")
     p.add_argument("--overwrite", action="store_true", help="delete the loop's files in RUN_DIR and start again")
     p.add_argument("--quiet", action="store_true", help="no per-round log lines")
     g = parser.add_argument_group("generator")
-    g.add_argument("--generator", required=True, metavar="URL|local:PATH",
-                   help="an OpenAI-compatible server (http://host:8000/v1; key from $OPENAI_API_KEY) or local:PATH")
+    g.add_argument("--generator", default=None, metavar="URL|local:PATH",
+                   help="(required) an OpenAI-compatible server (http://host:8000/v1; key from $OPENAI_API_KEY) "
+                        "or local:PATH")
     g.add_argument("--generator-model", default=None, help="the model name the server serves")
     g.add_argument("--cache", default=None, metavar="PATH",
                    help="SQLite request cache (default: RUN_DIR/cache.sqlite; several runs may share one)")
@@ -104,6 +105,11 @@ def add_prismatic_arguments(parser: argparse.ArgumentParser) -> argparse.Argumen
     s.add_argument("--kmeans-init", choices=("random", "kmeans++"), default="random",
                    help="faiss's seeding (k distinct rows at random, fixed seed) or faiss's k-means++ "
                         "(~10x slower, same objective here; default random)")
+    s.add_argument("--outlier-quantile", type=number_in(0, 1, high_open=True), default=0.0, metavar="Q",
+                   help="also keep a candidate whose cosine to its nearest centroid is below the Q-quantile of the "
+                        "pool rows' cosines to their own centroids: it opens a new cluster, which later "
+                        "candidates fill up to the median (an extension for candidates unlike every cluster; "
+                        "default 0: off, the paper's rule only)")
     s.add_argument("--recluster-every", type=_positive, default=1, metavar="C",
                    help="re-cluster the grown pool every C rounds (default 1)")
     s.add_argument("--answer-check", type=_nonneg, default=0, metavar="N",
@@ -157,10 +163,13 @@ def split_final(answer: str, record: dict | None = None) -> tuple[str, str]:
     return answer.strip(), (lines[-1].strip() if lines else "")
 
 
-def candidate_record(fieldmap, question: str, answer: str, final: str) -> dict:
-    """A record the pool's field map reads, holding a candidate (the response is the worked answer followed by
-    ``#### final``, GSM8K's convention, so pool and candidates are rendered alike)."""
-    response = f"{answer.strip()}\n#### {final.strip()}"
+def candidate_record(fieldmap, question: str, answer: str, final: str, final_in_response: bool = True) -> dict:
+    """A record the pool's field map reads, holding a candidate, rendered as the pool's samples are: with
+    ``final_in_response`` (GSM8K's convention, a pool whose responses end in ``#### X``) the response is the
+    worked answer followed by ``#### final``; without it (a pool with a separate final-answer field, whose
+    responses are the worked answers alone) the response is the worked answer. A candidate rendered
+    unlike the pool would have a gradient unlike every pool sample's for that reason alone."""
+    response = f"{answer.strip()}\n#### {final.strip()}" if final_in_response else answer.strip()
     if fieldmap.kind == "pair":
         return {fieldmap.prompt: question, fieldmap.response: response}
     if fieldmap.kind == "instruction":
@@ -189,9 +198,10 @@ def load_score_run(run_dir) -> tuple[dict, np.ndarray, np.ndarray]:
     return cfg, sketches[order], row_id[order]
 
 
-def pool_texts(cfg: dict, row_ids: np.ndarray) -> tuple[list[tuple[str, str, str]], object]:
+def pool_texts(cfg: dict, row_ids: np.ndarray) -> tuple[list[tuple[str, str, str]], object, bool]:
     """The (question, answer, final answer) of the scored rows ``row_ids`` [n] of a score run, read again
-    from its data through its field map; also returns the FieldMap."""
+    from its data through its field map; also returns the FieldMap and whether the pool's responses carry
+    their final answer as a ``#### X`` line (False when most records hold a separate ``final_answer``)."""
     from ..data import FieldMap, open_dataset
 
     ident = cfg["identity"]
@@ -199,6 +209,7 @@ def pool_texts(cfg: dict, row_ids: np.ndarray) -> tuple[list[tuple[str, str, str
     ds = open_dataset(ident["data"]["paths"], split=ident.get("split"))
     wanted = set(int(r) for r in row_ids)
     found: dict[int, tuple[str, str, str]] = {}
+    separate_final = 0
     stop = int(max(wanted)) + 1 if wanted else 0
     for batch in ds.iter_records(0, stop):
         for rec in batch:
@@ -207,11 +218,12 @@ def pool_texts(cfg: dict, row_ids: np.ndarray) -> tuple[list[tuple[str, str, str
                 question = next((m["content"] for m in reversed(sample.messages) if m.get("role") == "user"), "")
                 answer, final = split_final(sample.response, rec.data)
                 found[rec.row_id] = (str(question), answer, final)
+                separate_final += answer == sample.response.strip() and _FINAL.search(sample.response) is None
     missing = [int(r) for r in row_ids if int(r) not in found]
     if missing:
         raise _error(f"pool: rows {missing[:5]} of the score run are no longer readable in "
                      f"{ident['data']['paths']} (the data changed?)")
-    return [found[int(r)] for r in row_ids], fm
+    return [found[int(r)] for r in row_ids], fm, separate_final * 2 <= len(found)
 
 
 # ------------------------------------------------------------------------------------------------ the run
@@ -224,6 +236,7 @@ def _config_identity(args, pool_cfg: dict, generator_id: str) -> dict:
         "generator": generator_id,
         **{k: getattr(args, k) for k in ("per_round", "examples_per_prompt", "shots", "seed_selection",
                                           "cluster_ratio", "kmeans_iters", "kmeans_init", "recluster_every",
+                                          "outlier_quantile",
                                           "answer_check", "answer_temperature", "dedup_threshold", "synth_seed",
                                           "temperature", "top_p", "max_tokens")},
     }
@@ -240,6 +253,11 @@ class PrismaticRun:
     """
 
     def __init__(self, args, generator=None, scorer=None, log=None):
+        if not getattr(args, "out", None):
+            raise _error("give the run directory: --out RUN_DIR")
+        if generator is None and not getattr(args, "generator", None):
+            raise _error("give the generator: --generator http://HOST:PORT/v1 --generator-model NAME, or "
+                         "--generator local:PATH")
         self.args = args
         self.out = Path(args.out)
         self.rounds_dir = self.out / "rounds"
@@ -313,7 +331,7 @@ class PrismaticRun:
             self._clear()
         pool_run = self._pool_run()
         pool_cfg, sketches, row_ids = load_score_run(pool_run)
-        texts, self.fieldmap = pool_texts(pool_cfg, row_ids)
+        texts, self.fieldmap, self.final_in_response = pool_texts(pool_cfg, row_ids)
         generator = self._make_generator()
         identity = _config_identity(a, pool_cfg, generator.model_id)
         from ..score.rundir import config_hash
@@ -373,7 +391,8 @@ class PrismaticRun:
                 pool.texts += [(k["question"], k["answer"], k["final_answer"]) for k in kept]
                 vendi.update(kept_sketches)
                 assignment = np.concatenate([assignment, np.array([k["cluster"] for k in kept], np.int64)])
-                counts = np.bincount(assignment, minlength=len(counts)).astype(np.int64)
+            centroids = self._centroids
+            counts = np.bincount(assignment, minlength=len(centroids)).astype(np.int64)
             rec["pool_size"] = len(pool)
             rec["pool_gvendi"] = float(vendi.score(1))
             tm["round_s"] = time.perf_counter() - t_round
@@ -383,7 +402,9 @@ class PrismaticRun:
             self._write_outputs(manifest["rounds"])
             self.log(f"round {r}/{a.rounds}: generated {rec['generated']}, parsed {rec['parsed']} "
                      f"(unparsable {decisions_log['unparsable']}), duplicates {rec['duplicates']}, "
-                     f"rejected by the filter {rec['rejected_filter']}, by the answer check "
+                     f"rejected by the filter {rec['rejected_filter']}"
+                     + (f" (outliers kept {decisions_log['outliers_kept']})" if a.outlier_quantile > 0 else "")
+                     + ", by the answer check "
                      f"{rec['rejected_answer_check']}, kept {rec['kept']} -> pool {rec['pool_size']}, "
                      f"G-Vendi {rec['pool_gvendi']:.3f} ({tm['round_s']:.1f} s)")
             self.timings[f"round_{r}"] = tm
@@ -438,7 +459,8 @@ class PrismaticRun:
         t0 = time.perf_counter()
         if fresh:
             out = scorer.sketch_records([candidate_record(self.fieldmap, c["question"], c["answer"],
-                                                          c["final_answer"]) for c in fresh])
+                                                          c["final_answer"], self.final_in_response)
+                                         for c in fresh])
             sk = out.sketches.numpy().astype(np.float32)
             finite = out.finite.numpy()
         else:
@@ -446,7 +468,12 @@ class PrismaticRun:
         tm["sketch_s"] = time.perf_counter() - t0
         # filter (live counting)
         t0 = time.perf_counter()
-        filt = SparseClusterFilter(centroids, counts)
+        cutoff = None
+        if a.outlier_quantile > 0:
+            from .cluster import assign, outlier_cutoff
+
+            cutoff = outlier_cutoff(assign(centroids, pool.sketches)[1], a.outlier_quantile)
+        filt = SparseClusterFilter(centroids, counts, outlier_similarity=cutoff)
         live = np.flatnonzero(finite)
         decisions = dict(zip(live.tolist(), filt.decide(sk[live]) if len(live) else []))
         passed = [j for j in live.tolist() if decisions[j].keep]
@@ -494,10 +521,12 @@ class PrismaticRun:
                "duplicates": duplicates, "rejected_filter": rejected_filter,
                "rejected_answer_check": rejected_answer, "kept": len(kept), "pool_gvendi": None}
         log = {"unparsable": unparsable, "unsketchable": int(len(fresh) - len(live)),
-               "threshold": float(filt.threshold), "candidates": fates,
+               "threshold": float(filt.threshold), "outlier_cutoff": cutoff,
+               "outliers_kept": sum(1 for j in kept_rows if decisions[j].outlier), "candidates": fates,
                "duplicate_of": [{"candidate": j, "kind": v.kind, "match": v.match, "jaccard": round(v.jaccard, 4)}
                                 for j, v in enumerate(verdicts) if v.duplicate]}
         self._candidates = (sk, np.array([_FATES.index(f["fate"]) for f in fates], np.int8))
+        self._centroids = filt.centroids  # with the clusters that outliers opened
         return rec, kept, sk[kept_rows] if kept_rows else np.zeros((0, sk.shape[1]), np.float32), log
 
     # -- files -------------------------------------------------------------------------------------------
@@ -571,3 +600,48 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+
+
+def compare_with_random_acceptance(run_dir, draws: int = 10, seed: int = 0) -> dict:
+    """How a finished Prismatic run compares with accepting as many candidates at random.
+
+    Every round file keeps the sketches of all new candidates and their fates, so the baseline draws, round by
+    round, as many of that round's sketched candidates as the loop kept (uniformly, without replacement) and
+    adds them to the initial pool; ``draws`` such selections, seeded by ``seed``.
+
+    Returns ``{"initial", "loop", "random": [draws floats], "random_mean", "random_max", "beats",
+    "kept_per_round"}``: G-Vendi (q = 1) of the initial pool, of the loop's final pool, of each random
+    selection, and in how many draws the loop's pool scored higher.
+    """
+    import prism_kernels as pk
+    from safetensors.numpy import load_file
+
+    run = Path(run_dir)
+    manifest_path = run / "manifest.json"
+    if not manifest_path.exists():
+        raise _error(f"{run}: no manifest.json; not a Prismatic run directory")
+    with open(manifest_path, encoding="utf-8") as f:
+        manifest = json.load(f)
+    with open(run / "config.json", encoding="utf-8") as f:
+        pool_run = json.load(f)["pool_run"]
+    if not Path(pool_run).exists() and (run / "pool_score").exists():  # a relative path from another cwd
+        pool_run = run / "pool_score"
+    _, base, _ = load_score_run(pool_run)
+    rounds = [load_file(str(run / "rounds" / f"round-{r:05d}.safetensors")) for r in manifest["rounds"]]
+    loop = float(pk.vendi_score(np.concatenate([base] + [f["kept_sketches"] for f in rounds])))
+    scores = []
+    for t in range(int(draws)):
+        rng = np.random.default_rng([seed, t])
+        picked = [base]
+        for f in rounds:
+            sketched = np.flatnonzero(f["candidate_fate"] != _FATES.index("unsketchable"))
+            n_kept = int((f["candidate_fate"] == _FATES.index("kept")).sum())
+            picked.append(f["candidate_sketches"][rng.choice(sketched, n_kept, replace=False)])
+        scores.append(float(pk.vendi_score(np.concatenate(picked))))
+    return {"initial": float(manifest["initial_pool_gvendi"]), "loop": loop, "random": scores,
+            "random_mean": float(np.mean(scores)) if scores else float("nan"),
+            "random_max": max(scores) if scores else float("nan"), "beats": sum(loop > s for s in scores),
+            "kept_per_round": [int((f["candidate_fate"] == 0).sum()) for f in rounds]}
