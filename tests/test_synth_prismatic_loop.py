@@ -203,6 +203,25 @@ def test_a_changed_setting_is_refused(setup, full_run):
             PrismaticRun(args).run()
 
 
+def test_a_second_process_on_the_same_run_directory_is_refused(setup, full_run):
+    from prism_kernels.data import DataError
+    from prism_kernels.score.rundir import lock_directory
+    from prism_kernels.synth.prismatic import PrismaticRun, add_prismatic_arguments
+    import argparse
+
+    full_out, _ = full_run
+    with OpenAIServer(responder=responder) as server:
+        args = add_prismatic_arguments(argparse.ArgumentParser()).parse_args(
+            _argv(server, full_out, score_run=full_out / "pool_score"))
+        held = lock_directory(full_out, "test")  # as another process would (flock is per open file)
+        try:
+            with pytest.raises(DataError, match="in use by another prism synth prismatic process"):
+                PrismaticRun(args).run()
+        finally:
+            held.close()
+        PrismaticRun(args).run()  # released: the finished run is found complete
+
+
 def test_a_server_that_stays_down_is_named_then_the_run_resumes(setup, full_run, capsys):
     import socket
 

@@ -249,7 +249,8 @@ def gvendi_from_output(output, *, prefix: str = "", shard_rows: int = 1024, seed
     import torch
 
     import prism_kernels as pk
-    from ..score.finish import BOOTSTRAP_MAX_UNITS, BOOTSTRAP_MIN_SHARDS, BOOTSTRAP_RESAMPLES
+    from ..score.finish import (BOOTSTRAP_MAX_UNITS, BOOTSTRAP_MIN_SHARDS, BOOTSTRAP_RESAMPLES,
+                                bootstrap_q1_of_units)
 
     if isinstance(shard_rows, bool) or not isinstance(shard_rows, int) or shard_rows < 1:
         raise ValueError(f"shard_rows must be an int >= 1, got {shard_rows!r}")
@@ -362,7 +363,7 @@ def gvendi_from_output(output, *, prefix: str = "", shard_rows: int = 1024, seed
         ci, note = None, (f"the bootstrap needs >= {BOOTSTRAP_MIN_SHARDS} shards with scored rows, this output "
                           f"has {len(usable)}; use a smaller shard_rows for an interval")
     else:
-        ci, note = _bootstrap(units, counts, k, boot_seed, BOOTSTRAP_RESAMPLES), (
+        ci, note = bootstrap_q1_of_units(units, counts, k, boot_seed), (
             f"percentile bootstrap: {BOOTSTRAP_RESAMPLES} resamples of {n_units} units ({len(usable)} shards)")
     return {
         "format": SUMMARY_FORMAT,
@@ -378,26 +379,6 @@ def gvendi_from_output(output, *, prefix: str = "", shard_rows: int = 1024, seed
         "bootstrap_resamples": BOOTSTRAP_RESAMPLES,
         "sketch_meta": meta,
     }
-
-
-def _bootstrap(units, counts, k: int, seed: int, resamples: int) -> list[float]:
-    """prism score's percentile bootstrap of q = 1 over units (prism_kernels.score.finish.bootstrap_q1, on
-    in-memory unit Grams): the same generator, draws and percentiles."""
-    import torch
-
-    from ..score.finish import unpack_lower
-
-    n_units = units.shape[0]
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n_units, size=(resamples, n_units))
-    values = []
-    for row in draws:
-        mult = torch.from_numpy(np.bincount(row, minlength=n_units).astype(np.float64))
-        lam = torch.linalg.eigvalsh(unpack_lower(mult @ units, k) / float(mult @ counts)).clamp_min(0.0)
-        pos = lam[lam > 0]
-        values.append(float(torch.exp(-(pos * torch.log(pos)).sum())))
-    lo, hi = np.percentile(np.array(values), [2.5, 97.5])
-    return [float(lo), float(hi)]
 
 
 def _meta_diff(a: str, b) -> str:

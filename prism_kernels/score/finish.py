@@ -160,15 +160,30 @@ def bootstrap_q1(run, shard_ids: list[int], k: int, seed: int) -> tuple[list[flo
             gram, c = _shard_gram(run.shard_path(usable[int(i)]))
             units[u] += gram
             counts[u] += c
+    return bootstrap_q1_of_units(units, counts, k, seed), (
+        f"percentile bootstrap: {BOOTSTRAP_RESAMPLES} resamples of {n_units} units ({len(usable)} shards)")
+
+
+def bootstrap_q1_of_units(units: torch.Tensor, counts: torch.Tensor, k: int, seed: int,
+                          resamples: int = BOOTSTRAP_RESAMPLES) -> list[float]:
+    """95% percentile bootstrap interval ``[lo, hi]`` of G-Vendi q = 1 from per-unit Gram sums.
+
+    Args:
+        units: ``[U, k(k+1)/2]`` float64 packed lower triangles of each unit's sum of ``x xᵀ``.
+        counts: ``[U]`` float64 rows per unit.
+        k: sketch width.
+        seed: the resampling generator's seed (numpy ``default_rng``).
+        resamples: bootstrap resamples (units drawn with replacement, U per resample).
+    """
+    n_units = units.shape[0]
     rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n_units, size=(BOOTSTRAP_RESAMPLES, n_units))
+    draws = rng.integers(0, n_units, size=(resamples, n_units))
     values = []
     for row in draws:
         mult = torch.from_numpy(np.bincount(row, minlength=n_units).astype(np.float64))
         values.append(_q1_from_packed(mult @ units, float(mult @ counts), k))
     lo, hi = np.percentile(np.array(values), [2.5, 97.5])
-    return [float(lo), float(hi)], (f"percentile bootstrap: {BOOTSTRAP_RESAMPLES} resamples of {n_units} units "
-                                    f"({len(usable)} shards)")
+    return [float(lo), float(hi)]
 
 
 def novelty_pass(run, shard_ids: list[int], merged_packed: torch.Tensor, k: int):

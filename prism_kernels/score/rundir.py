@@ -181,24 +181,9 @@ class RunDir:
         write_json(self.manifest_path, manifest)
 
     def lock(self):
-        """Takes an exclusive lock on the run (``RUN_DIR/.lock``, flock: released by the OS when the process
-        dies, even by kill -9). Returns the open lock file (keep it open while working); DataError when
-        another process holds it."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        f = open(self.root / ".lock", "a+")
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: no lock
-            return f
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.close()
-            from ..data import DataError
-
-            raise DataError(f"{self.root} is in use by another prism score process; wait for it or use "
-                            f"another --out") from None
-        return f
+        """Takes an exclusive lock on the run (:func:`lock_directory`); returns the open lock file (keep it open
+        while working); DataError when another process holds it."""
+        return lock_directory(self.root, "prism score")
 
     def remove_stale_tmp(self) -> int:
         """Deletes temporary files left by an interrupted atomic write (``.NAME.*.tmp``); returns how many.
@@ -221,3 +206,25 @@ class RunDir:
                 p.unlink()
         if self.sketch_dir.exists():
             shutil.rmtree(self.sketch_dir)
+
+
+def lock_directory(root, holder: str):
+    """An exclusive lock on the run directory ``root`` (``root/.lock``, flock: released by the OS when the
+    process dies, even by kill -9), so that one process at a time works in it. ``holder`` names the kind of
+    process in the error (e.g. ``"prism score"``). Returns the open lock file: keep it open while working.
+    Raises DataError when another process holds the lock. Not POSIX: no lock."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    f = open(root / ".lock", "a+")
+    try:
+        import fcntl
+    except ImportError:
+        return f
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        from ..data import DataError
+
+        raise DataError(f"{root} is in use by another {holder} process; wait for it or use another --out") from None
+    return f

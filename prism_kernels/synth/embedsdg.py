@@ -411,8 +411,6 @@ _IDENTITY_KEYS = ("data", "split", "fields", "student", "student_tokenizer", "ma
 
 def add_embedsdg_arguments(parser) -> None:
     """Adds the options of ``prism synth embedsdg`` to an argparse parser."""
-    import argparse
-
     from ..data.options import int_at_least
 
     positive = int_at_least(1)
@@ -532,20 +530,10 @@ def _read_json(path):
 
 
 def _lock(run: _Run):
-    """An exclusive flock on ``RUN_DIR/.lock`` (one process per run directory); DataError when taken."""
-    run.root.mkdir(parents=True, exist_ok=True)
-    handle = open(run.path(".lock"), "a+")
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        return handle
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        raise _user_error()(f"--out {run.root} is in use by another prism synth embedsdg process; wait for it "
-                            "or use another --out") from None
-    return handle
+    """An exclusive lock on the run directory (one process per run directory); DataError when taken."""
+    from ..score.rundir import lock_directory
+
+    return lock_directory(run.root, "prism synth embedsdg")
 
 
 def _prepare_run(args, run: _Run, source: ExampleSource) -> dict:

@@ -317,7 +317,17 @@ class PrismaticRun:
 
     # -- the loop --------------------------------------------------------------------------------------
     def run(self) -> dict:
-        """Runs the missing rounds; returns the manifest (finished rounds, initial G-Vendi, timings)."""
+        """Runs the missing rounds (holding the run directory's lock); returns the manifest (finished rounds,
+        initial G-Vendi). DataError when another process works in the same run directory."""
+        from ..score.rundir import lock_directory
+
+        lock = lock_directory(self.out, "prism synth prismatic")
+        try:
+            return self._run_locked()
+        finally:
+            lock.close()
+
+    def _run_locked(self) -> dict:
         import prism_kernels as pk
 
         from ..score.rundir import write_json
