@@ -32,7 +32,7 @@ import prism_kernels as pk
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import grid_cases as gcases  # noqa: E402
-from harness import fmt_ms, measure, stats_ms  # noqa: E402,F401  (the one timing harness)
+from harness import fmt_ms, measure, stats_ms, write_section  # noqa: E402,F401  (the one timing harness)
 
 REPO = Path(__file__).resolve().parent.parent
 REPRODUCE = "python benchmarks/report.py --out benchmarks/RESULTS.md"
@@ -302,19 +302,7 @@ def run(quick: bool, log) -> str:
     return "\n".join(out)
 
 
-BEGIN, END = "<!-- grid-report:begin -->", "<!-- grid-report:end -->"
-
-
-def write_section(path, text: str) -> None:
-    """Replaces this report's marked section of ``path`` (other reports share the file), or puts
-    it first when the file has none."""
-    section = f"{BEGIN}\n{text.rstrip()}\n{END}\n"
-    old = path.read_text() if path.exists() else ""
-    if BEGIN in old and END in old:
-        new = old[: old.index(BEGIN)] + section + old[old.index(END) + len(END) + 1:]
-    else:
-        new = section + ("\n" + old if old else "")
-    path.write_text(new)
+MARKER = "grid-report"  # this report's section of RESULTS.md (harness.write_section)
 
 
 def main(argv=None) -> int:
@@ -329,7 +317,7 @@ def main(argv=None) -> int:
     report = run(args.quick, log)
     print(report)
     if args.out is not None:
-        write_section(args.out, report)
+        write_section(args.out, MARKER, report)
         log(f"wrote {args.out}")
     return 0
 
