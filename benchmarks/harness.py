@@ -81,6 +81,20 @@ def median_s(t: np.ndarray) -> float:
     return float(np.median(t))
 
 
+class Timing(float):
+    """Per-call seconds ``t`` as their median, a float (ratios of Timings are plain floats), that
+    formats with its 20th-80th percentiles: ``f"{x:.3f} s"`` gives ``"0.123 [0.120–0.130] s"``."""
+
+    def __new__(cls, t):
+        self = super().__new__(cls, median_s(t))
+        self.t = np.asarray(t, dtype=float)
+        return self
+
+    def __format__(self, spec: str) -> str:
+        p20, p80 = np.percentile(self.t, [20, 80])
+        return f"{float(self):{spec}} [{p20:{spec}}–{p80:{spec}}]"
+
+
 def write_section(path: str | Path, marker: str, text: str) -> None:
     """Puts ``text`` in the section of the markdown file ``path`` delimited by the lines
     ``<!-- {marker}:begin -->`` and ``<!-- {marker}:end -->``, replacing what was there and keeping the

@@ -37,3 +37,9 @@ def test_measure_interleaves_and_reports_median_with_percentiles():
     t = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
     assert harness.stats_ms(t) == pytest.approx((3000.0, 1800.0, 4200.0))
     assert harness.fmt_s(t) == "3.00 [1.80–4.20]"
+
+
+def test_timing_is_the_median_and_prints_its_spread():
+    t = harness.Timing([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert t == 3.0 and isinstance(t / harness.Timing([1.5]), float) and t / harness.Timing([1.5]) == 2.0
+    assert f"{t:.2f} s" == "3.00 [1.80–4.20] s"
