@@ -3,6 +3,7 @@
     pytest benchmarks/bench_grid.py --benchmark-only                  # default: slow peers skipped
     pytest benchmarks/bench_grid.py --benchmark-only --bench-slow     # everything
     pytest benchmarks/bench_grid.py --benchmark-only -k "1M or win"   # the quick subset
+    pytest benchmarks/bench_grid.py --benchmark-only -k seed          # seed_pairs (brute force: --bench-slow)
 
 One benchmark per (case, implementation); the benchmarks of a case share a group, so
 pytest-benchmark's table compares them side by side. Cases, data and implementations are in
@@ -24,6 +25,11 @@ def _hist_params():
             marks = [pytest.mark.slow] if gc.is_slow(case, impl) else []
             params.append(pytest.param(case, impl, marks=marks, id=f"{case.id}-{impl}"))
     return params
+
+
+def _seed_pairs_params():
+    return [pytest.param(case, impl, marks=[pytest.mark.slow] if impl != "ours" else [], id=f"seed-{case.id}-{impl}")
+            for case in gc.seed_pairs_cases() for impl in gc.SEED_PAIRS_IMPLS]
 
 
 def _window_params():
@@ -55,3 +61,12 @@ def test_window(benchmark, data, case, impl):
     out = benchmark(gc.window_fn(case, impl, data))
     if impl == "ours":
         gc.check_window(case, out, gc.window_fn(case, "scipy", data)())
+
+
+@pytest.mark.parametrize(("case", "impl"), _seed_pairs_params())
+def test_seed_pairs(benchmark, data, case, impl):
+    benchmark.group = f"seed_pairs {case.id}"
+    benchmark.extra_info.update(dims=case.dims, bins=case.bins, impl=impl)
+    pairs = benchmark(gc.seed_pairs_fn(case, impl, data))
+    if impl == "ours":  # exact: the same pairs as the tests' brute-force oracle
+        np.testing.assert_array_equal(pairs.numpy(), gc.seed_pairs_fn(case, "brute force", data)())

@@ -2,8 +2,9 @@
 exact kernel-matrix eigenvalues for kernel_vendi.
 
 Every number is reported as a ratio against a named peer measured in the same run on the same data;
-peer and prism_kernels runs are interleaved and the medians of --repeat runs are compared (the
-machine is shared: the load average is printed at the start and the end). Usage:
+peer and prism_kernels runs are interleaved and the medians of --repeat runs are compared; times are
+printed as median [p20–p80] (benchmarks/harness.py; the machine is shared: the load average is
+printed at the start and the end). Usage:
 
     python benchmarks/bench_vendi.py [--rows 100000] [--dim 1024] [--stream-rows 1000000] [--repeat 3]
 """
@@ -26,7 +27,7 @@ import torch
 import prism_kernels as pk
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import measure, median_s  # noqa: E402  (the one timing harness)
+from harness import Timing, measure  # noqa: E402  (the one timing harness)
 
 
 # Pause before every timed call. OpenBLAS's worker threads (numpy) keep spinning for up to 2^28
@@ -43,18 +44,19 @@ def _last_output(fn, box):
 
 
 def best(fn, repeat):
-    """Median time of ``repeat`` calls of ``fn`` (the harness's statistic), and its last output."""
+    """Time of ``repeat`` calls of ``fn`` (a harness.Timing: the median, printed with p20-p80), and its
+    last output."""
     box = [None]
     t = measure({"f": _last_output(fn, box)}, repeat, settle_s=SETTLE_S)["f"]
-    return median_s(t), box[0]
+    return Timing(t), box[0]
 
 
 def paired(peer, ours, repeat):
-    """Median times of ``peer`` and ``ours`` run interleaved ``repeat`` times (harness.measure, each
-    call after a pause of SETTLE_S); and their last outputs."""
+    """Times (harness.Timing) of ``peer`` and ``ours`` run interleaved ``repeat`` times (harness.measure,
+    each call after a pause of SETTLE_S); and their last outputs."""
     bp, bo = [None], [None]
     t = measure({"peer": _last_output(peer, bp), "ours": _last_output(ours, bo)}, repeat, settle_s=SETTLE_S)
-    return median_s(t["peer"]), median_s(t["ours"]), bp[0], bo[0]
+    return Timing(t["peer"]), Timing(t["ours"]), bp[0], bo[0]
 
 
 def load():

@@ -12,11 +12,20 @@ Every implementation of a case gets the same float32 points, uniform in [0, 1), 
 
 Window step: ``pk.window_counts(counts, (w,) * D, stride=1)`` (valid windows, int64) against
 ``scipy.ndimage.uniform_filter(counts as float64, size=w, mode="constant")`` on the same grid.
+
+Seed pairs: ``pk.seed_pairs(points, windows)`` on clustered points (Gaussian clusters on a thin uniform
+background, the EmbedSDG layout) whose sparse windows (window = stride = 2 cells, threshold 2) each
+hold a single member, the expensive case (the nearest point outside the window is searched among all
+points), against the brute-force oracle of the tests (``tests/seed_pairs_oracle.py``: numpy, every
+window against all N points).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import sys
+from pathlib import Path
 
 import fast_histogram
 import numpy as np
@@ -34,6 +43,10 @@ PEERS = HIST_IMPLS[1:]
 WINDOW_POINTS = 1_000_000  # the window grids are the histograms of this many points
 WINDOWS = ((2, 256, 3), (2, 256, 15), (2, 256, 63), (3, 64, 3), (3, 64, 15))  # (D, bins, window)
 WINDOW_IMPLS = ("ours", "scipy")
+
+SEED_PAIRS_POINTS = 200_000
+SEED_PAIRS = ((2, 128), (3, 40))  # (D, bins per axis); window = stride = 2 cells, threshold 2
+SEED_PAIRS_IMPLS = ("ours", "brute force")
 
 
 @dataclass(frozen=True)
@@ -64,6 +77,20 @@ class WindowCase:
     @property
     def id(self) -> str:
         return f"{self.dims}d-{self.bins}^{self.dims}-w{self.window}"
+
+
+@dataclass(frozen=True)
+class SeedPairsCase:
+    dims: int
+    bins: int
+
+    @property
+    def id(self) -> str:
+        return f"{SEED_PAIRS_POINTS // 1000}k-{self.dims}d-{self.bins}^{self.dims}"
+
+
+def seed_pairs_cases() -> list[SeedPairsCase]:
+    return [SeedPairsCase(*c) for c in SEED_PAIRS]
 
 
 def hist_cases(sizes=tuple(SIZES)) -> list[HistCase]:
@@ -115,6 +142,28 @@ class Data:
                                                  bounds=[[0.0, 1.0]] * dims, backend="cpu")
         return self._grids[key]
 
+    def clustered(self, n: int, dims: int) -> torch.Tensor:
+        """[n, dims] float32: five Gaussian clusters of different spreads on a 4% uniform background."""
+        gen = torch.Generator().manual_seed(self.seed + dims)
+        centres = torch.rand(5, dims, generator=gen) * 6.0 - 3.0
+        scales = 0.2 + 0.6 * torch.rand(5, dims, generator=gen)
+        background = n // 25
+        which = torch.randint(0, 5, (n - background,), generator=gen)
+        clustered = centres[which] + scales[which] * torch.randn(n - background, dims, generator=gen)
+        uniform = torch.rand(background, dims, generator=gen) * 9.0 - 4.5
+        return torch.cat([clustered, uniform]).to(torch.float32)
+
+    def seed_pairs_input(self, case: SeedPairsCase):
+        """(points, sparse windows with their members) of a seed-pairs case, made once."""
+        key = ("seed_pairs", case)
+        if key not in self._grids:
+            pts = self.clustered(SEED_PAIRS_POINTS, case.dims)
+            bounds = torch.stack([pts.amin(0), pts.amax(0)], dim=1).to(torch.float64)
+            counts = pk.grid_histogram(pts, case.bins, bounds, backend="cpu")
+            self._grids[key] = pts, pk.sparse_windows(counts, (2,) * case.dims, 2, threshold=2, points=pts,
+                                                      bounds=bounds, backend="cpu")
+        return self._grids[key]
+
     def drop(self, n: int, dims: int) -> None:
         """Frees the cached [n, dims] points and their columns."""
         self._points.pop((n, dims), None)
@@ -150,6 +199,19 @@ def window_fn(case: WindowCase, impl: str, data: Data):
     if impl == "scipy":
         grid = counts.numpy().astype(np.float64)
         return lambda: scipy.ndimage.uniform_filter(grid, size=case.window, mode="constant")
+    raise ValueError(f"unknown implementation {impl!r}")
+
+
+def seed_pairs_fn(case: SeedPairsCase, impl: str, data: Data):
+    pts, windows = data.seed_pairs_input(case)
+    if impl == "ours":
+        return lambda: pk.seed_pairs(pts, windows, seed=0)
+    if impl == "brute force":
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+        from seed_pairs_oracle import seed_pairs_oracle
+
+        x = pts.numpy().astype(np.float64)
+        return lambda: seed_pairs_oracle(x, windows, 0)
     raise ValueError(f"unknown implementation {impl!r}")
 
 

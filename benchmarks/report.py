@@ -3,6 +3,7 @@
     python benchmarks/report.py                                   # full run (1M and 10M points)
     python benchmarks/report.py --quick                           # 1M points only, fewer repeats
     python benchmarks/report.py --out benchmarks/RESULTS.md       # also write the markdown there
+    python benchmarks/report.py --seed-pairs --out benchmarks/RESULTS.md   # only seed_pairs (own section)
 
 Each case: one warm-up call per implementation, then rounds in which ours and every peer run once
 each, in an order that rotates from round to round (interleaved, so a burst of load from other
@@ -32,7 +33,7 @@ import prism_kernels as pk
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import grid_cases as gcases  # noqa: E402
-from harness import fmt_ms, measure, stats_ms  # noqa: E402,F401  (the one timing harness)
+from harness import fmt_ms, measure, stats_ms, write_section  # noqa: E402,F401  (the one timing harness)
 
 REPO = Path(__file__).resolve().parent.parent
 REPRODUCE = "python benchmarks/report.py --out benchmarks/RESULTS.md"
@@ -302,34 +303,74 @@ def run(quick: bool, log) -> str:
     return "\n".join(out)
 
 
-BEGIN, END = "<!-- grid-report:begin -->", "<!-- grid-report:end -->"
+MARKER = "grid-report"  # this report's section of RESULTS.md (harness.write_section)
+SEED_PAIRS_MARKER = "grid-seed-pairs"
 
 
-def write_section(path, text: str) -> None:
-    """Replaces this report's marked section of ``path`` (other reports share the file), or puts
-    it first when the file has none."""
-    section = f"{BEGIN}\n{text.rstrip()}\n{END}\n"
-    old = path.read_text() if path.exists() else ""
-    if BEGIN in old and END in old:
-        new = old[: old.index(BEGIN)] + section + old[old.index(END) + len(END) + 1:]
-    else:
-        new = section + ("\n" + old if old else "")
-    path.write_text(new)
+def run_seed_pairs(rounds: int, log) -> str:
+    """The seed_pairs table: ours (and ours on one thread) against the tests' brute-force oracle."""
+    data = gcases.Data()
+    rows = []
+    whole = CpuMonitor()
+    for case in gcases.seed_pairs_cases():
+        log(f"seed_pairs {case.id} ...")
+        pts, windows = data.seed_pairs_input(case)
+        fns = {impl: gcases.seed_pairs_fn(case, impl, data) for impl in gcases.SEED_PAIRS_IMPLS}
+        ours = fns["ours"]()
+        assert np.array_equal(ours.numpy(), fns["brute force"]()), f"seed_pairs differs from the oracle on {case.id}"
+        fns[ONE_THREAD] = gcases.single_thread(fns["ours"])
+        mon = CpuMonitor()
+        res = measure(fns, rounds, budget_s=20.0)
+        single = int(((windows.offsets[1:] - windows.offsets[:-1]) == 1).sum())
+        brute = np.median(res["brute force"])
+        row = [case.id, f"{windows.corners.shape[0]} ({single})", fmt_ms(res["ours"]), fmt_ms(res[ONE_THREAD]),
+               f"{fmt_ms(res['brute force'])} (n={len(res['brute force'])})",
+               f"**{brute / np.median(res['ours']):.0f}**", f"{brute / np.median(res[ONE_THREAD]):.0f}",
+               fmt_pct(mon.others())]
+        rows.append(row)
+        log("  " + " | ".join(row))
+    return "\n".join([
+        "## seed_pairs (grid)",
+        "",
+        f"Reproduce with `python benchmarks/report.py --seed-pairs --out benchmarks/RESULTS.md` (this section "
+        "only). Points: "
+        f"{gcases.SEED_PAIRS_POINTS:,} float32, five Gaussian clusters on a 4% uniform background, bounds = their "
+        "extent; sparse windows of 2 cells per axis, stride 2, threshold 2, so every sparse window has a single "
+        "member and its second seed is the nearest point outside it. Peer: the tests' brute-force oracle "
+        "(tests/seed_pairs_oracle.py, numpy, every window against all N points); both give the same pairs "
+        "(checked before timing). Times: per call, median [p20–p80] ms, interleaved rounds after one warm-up. "
+        "The brute force runs on one thread (numpy); with other processes busy on the cores, ours on torch's "
+        "threads waits for them (compare \"ours 1 thread\").",
+        "",
+        f"- {datetime.date.today()}, {cpu_model()}, torch threads {torch.get_num_threads()}, git {git_revision()}; "
+        f"other processes used {fmt_pct(whole.others())} of the CPU during the run",
+        "",
+        "| case | sparse windows (single-member) | ours ms | ours 1 thread ms | brute force ms | brute/ours "
+        "| brute/ours 1 thread | others' CPU |",
+        "|---|---|---|---|---|---|---|---|",
+        *["| " + " | ".join(r) + " |" for r in rows],
+        "",
+    ])
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="1M points only, fewer repeats (about a minute)")
+    parser.add_argument("--seed-pairs", action="store_true",
+                        help="only the seed_pairs table (its own section of the --out file)")
     parser.add_argument("--out", type=Path, help="also write the markdown report to this file")
     args = parser.parse_args(argv)
 
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
 
-    report = run(args.quick, log)
+    if args.seed_pairs:
+        report, marker = run_seed_pairs(5 if args.quick else 11, log), SEED_PAIRS_MARKER
+    else:
+        report, marker = run(args.quick, log), MARKER
     print(report)
     if args.out is not None:
-        write_section(args.out, report)
+        write_section(args.out, marker, report)
         log(f"wrote {args.out}")
     return 0
 

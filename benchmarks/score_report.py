@@ -18,7 +18,8 @@ Methods (k = 1024, every parameter, mean next-token loss over the answer tokens)
                    bootstrap interval, summary and spectrum; wall time from the call to the return.
   sketcher alone   pk.GradientSketcher on exactly the batches of the same run's plan, already tokenized
                    and padded (no reading, writing or finishing): the pipeline-overhead reference.
-Each method runs --rounds times (interleaved); the tables give the median and the min-max.
+Each method runs --rounds times (interleaved); the tables give the median with the 20th-80th percentiles
+(benchmarks/harness.py's statistic).
 Memory: peak RSS of a `python -m prism_kernels score` child process on generated JSONL files of
 --rss-rows rows with a micro proxy (hidden 16, 1 layer; kind kronecker so that the 1M point takes
 minutes, not hours); flat in the number of rows means the pipeline streams.
@@ -32,7 +33,6 @@ import json
 import os
 import random
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,12 +43,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sketch_setup as S  # noqa: E402
+from harness import fmt_s, median_s, write_section  # noqa: E402  (the one timing harness)
 from sketch_report import cpu_model, recipe_a  # noqa: E402
 
 import prism_kernels as pk  # noqa: E402
 
 K = 1024
-BEGIN, END = "<!-- score-report:begin -->", "<!-- score-report:end -->"
+MARKER = "score-report"  # this report's section of RESULTS.md (harness.write_section)
 
 
 def save_proxy(directory: Path, model, tokenizer) -> Path:
@@ -141,10 +142,6 @@ def micro_proxy(directory: Path, tokenizer) -> Path:
     return save_proxy(directory, transformers.AutoModelForCausalLM.from_config(cfg).eval(), tokenizer)
 
 
-def fmt(ts: list[float]) -> str:
-    return f"{statistics.median(ts):.2f} ({min(ts):.2f}-{max(ts):.2f})"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=192, help="GSM8K train samples for prism score")
@@ -187,8 +184,8 @@ def main() -> None:
             n = summary["n"]
             score_rate = [n / t for t in score_t]
             alone_rate = [n / t for t in alone_t]
-            rows.append((kind, n, len(batches), score_t, alone_t, statistics.median(score_rate),
-                         statistics.median(alone_rate), summary["gvendi"]["q1"]))
+            rows.append((kind, n, len(batches), score_t, alone_t, median_s(score_rate),
+                         median_s(alone_rate), summary["gvendi"]["q1"]))
 
         rss = []
         if args.rss_rows:
@@ -203,13 +200,13 @@ def main() -> None:
              f"{datetime.date.today()}, {cpu_model()}, {torch.get_num_threads()} threads (2 cores, shared: expect "
              f"noise), torch {torch.__version__}, prism_kernels {pk.__version__}. Tiny Qwen2 ({n_params:,} "
              f"parameters), GSM8K train samples 0..{args.samples - 1}, --batch-tokens {args.batch_tokens}; the "
-             f"recipe on the first {args.recipe_samples}. Times: median (min-max) of {args.rounds} round(s). "
+             f"recipe on the first {args.recipe_samples}. Times: median [p20-p80] of {args.rounds} round(s). "
              f"Reproduce: `python benchmarks/score_report.py --out benchmarks/RESULTS.md`.", "",
              "| kind | rows | batches | prism score s | sketcher alone s | prism score samples/s | vs recipe (a) "
              "| target | pipeline vs sketcher alone (target >= 0.85x) | G-Vendi q=1 |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for kind, n, nb, st, at, srate, arate, g in rows:
-        lines.append(f"| {kind} | {n} | {nb} | {fmt(st)} | {fmt(at)} | {srate:.2f} | {srate / a_rate:.0f}x | "
+        lines.append(f"| {kind} | {n} | {nb} | {fmt_s(st)} | {fmt_s(at)} | {srate:.2f} | {srate / a_rate:.0f}x | "
                      f">= {targets.get(kind, '-')}x | {srate / arate:.2f}x | {g:.3f} |")
     lines += ["", f"Recipe (a): {a_rate:.3f} samples/s ({a_time:.1f} s for {args.recipe_samples} samples).", ""]
     if rss:
@@ -220,13 +217,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.out:
-        section = f"{BEGIN}\n{text}\n{END}\n"
-        old = args.out.read_text() if args.out.exists() else "# Benchmark results\n\n"
-        if BEGIN in old and END in old:
-            new = old[: old.index(BEGIN)] + section + old[old.index(END) + len(END) + 1:]
-        else:
-            new = old.rstrip("\n") + "\n\n" + section
-        args.out.write_text(new)
+        write_section(args.out, MARKER, text)
 
 
 if __name__ == "__main__":

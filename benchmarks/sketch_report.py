@@ -20,8 +20,11 @@ Methods (all: k = 1024, every parameter, mean next-token loss over the answer to
               samples by length (less padding), one forward/backward per batch, kinds rademacher /
               sparse (s = 4) / kronecker (32 x 32); gaussian only with --kinds (its generator is
               scalar: ~40x the Rademacher cost per entry).
-Timing: time.perf_counter wall time of whole passes over the same samples after one warm-up batch;
-samples/s = samples / seconds. Machine noise (shared cores) is reported as the spread of rounds.
+Timing (benchmarks/harness.py, the one harness): wall time of whole passes over the same samples,
+--rounds passes per method, interleaved (the recipes among themselves, then our kinds), reported as the
+median with the 20th-80th percentiles; samples/s = samples / median seconds. Ours is warmed up with
+one batch per kind first; the recipes have no warm-up pass (one costs minutes); the kernel table
+warms up every implementation with one call.
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ import argparse
 import datetime
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -39,11 +41,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sketch_setup as S  # noqa: E402
+from harness import fmt_s, measure, median_s, write_section  # noqa: E402  (the one timing harness)
 
 import prism_kernels as pk  # noqa: E402
 
 K = 1024
-BEGIN, END = "<!-- sketch-report:begin -->", "<!-- sketch-report:end -->"
+MARKER = "sketch-report"  # this report's section of RESULTS.md (harness.write_section)
 
 
 def cpu_model() -> str:
@@ -95,17 +98,27 @@ def recipe_b(model, samples) -> tuple[float, float]:
     return fwd_bwd + mm_time, mm_time
 
 
-def ours(model, samples, kind, batch) -> float:
+def ours(model, samples, kind, batch):
+    """A pass of pk.GradientSketcher over the samples (batches formed after sorting by length), as
+    a zero-argument callable; the sketcher is made and warmed up with one batch here."""
     sketcher = pk.GradientSketcher(model, k=K, kind=kind, seed=0)
     samples = sorted(samples, key=lambda s: len(s[0]))
     batches = [S.pad_batch(samples[i:i + batch]) for i in range(0, len(samples), batch)]
     ids, mask, labels = batches[0]
     sketcher.sketch(ids, mask, labels=labels)  # warm-up
-    start = time.perf_counter()
-    for ids, mask, labels in batches:
-        sketches, finite = sketcher.sketch(ids, mask, labels=labels)
-        assert finite.all()
-    return time.perf_counter() - start
+
+    def run():
+        for ids, mask, labels in batches:
+            sketches, finite = sketcher.sketch(ids, mask, labels=labels)
+            assert finite.all()
+    return run
+
+
+def with_projection_time(recipe, model, samples, projection: list):
+    """A zero-argument pass of ``recipe``; appends the pass's projection seconds to ``projection``."""
+    def run():
+        projection.append(recipe(model, samples)[1])
+    return run
 
 
 def check_exactness(model, samples) -> float:
@@ -126,29 +139,20 @@ def kernel_table(rounds: int) -> list[str]:
     x = torch.randn(batch, width)
     flop = 2 * batch * width * K
     matrix = torch.randint(0, 2, (width, K), dtype=torch.float32).mul_(2).sub_(1)
-    impls = {"torch.mm, stored [2^20, 1024] fp32 matrix": lambda: torch.mm(x, matrix),
+    base_name = "torch.mm, stored [2^20, 1024] fp32 matrix"
+    impls = {base_name: lambda: torch.mm(x, matrix),
              "pk.sketch rademacher (cpu)": lambda: pk.sketch(x, K, "rademacher"),
              "pk.sketch sparse s=4 (cpu)": lambda: pk.sketch(x, K, "sparse")}
-    times = {name: [] for name in impls}
-    for f in impls.values():
-        f()
-    t = time.perf_counter()
-    pk.sketch(x, K, "gaussian")
-    times["pk.sketch gaussian (cpu), 1 run"] = [time.perf_counter() - t]
-    for r in range(rounds):
-        names = list(impls)
-        names = names[r % len(names):] + names[:r % len(names)]
-        for name in names:
-            t = time.perf_counter()
-            impls[name]()
-            times[name].append(time.perf_counter() - t)
-    base = statistics.median(times["torch.mm, stored [2^20, 1024] fp32 matrix"])
-    rows = ["| B = 64, P = 2^20, k = 1024 | median s | min-max s | GFLOP/s (2BPk) | vs torch.mm |",
-            "|---|---:|---:|---:|---:|"]
+    times = measure(impls, rounds)
+    # The Gaussian generator is scalar (~7 s here): one call, after the others' warm-up.
+    times["pk.sketch gaussian (cpu), 1 run"] = measure({"g": lambda: pk.sketch(x, K, "gaussian")}, 1,
+                                                       warmup=False)["g"]
+    base = median_s(times[base_name])
+    rows = ["| B = 64, P = 2^20, k = 1024 | median [p20-p80] s | GFLOP/s (2BPk) | vs torch.mm |",
+            "|---|---:|---:|---:|"]
     for name, ts in times.items():
-        med = statistics.median(ts)
-        rows.append(f"| {name} | {med:.3f} | {min(ts):.3f}-{max(ts):.3f} | {flop / med / 1e9:.1f} | "
-                    f"{base / med * 100:.0f}% |")
+        med = median_s(ts)
+        rows.append(f"| {name} | {fmt_s(ts)} | {flop / med / 1e9:.1f} | {base / med * 100:.0f}% |")
     return rows
 
 
@@ -158,12 +162,15 @@ def main() -> None:
     parser.add_argument("--recipe-samples", type=int, default=4, help="samples for recipes (a) and (b)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--kinds", default="rademacher,sparse,kronecker")
-    parser.add_argument("--kernel-rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="passes per method (interleaved)")
+    parser.add_argument("--recipe-rounds", type=int, default=1,
+                        help="passes per recipe (recipe (a) takes ~2 minutes a pass here)")
+    parser.add_argument("--kernel-rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.quick:
-        args.samples, args.kernel_rounds = 32, 0
+        args.samples, args.rounds, args.kernel_rounds = 32, 1, 0
 
     records = S.gsm8k()
     tokenizer = S.train_tokenizer(records)
@@ -174,23 +181,33 @@ def main() -> None:
 
     lines = []
     err = check_exactness(model, samples)
-    a_time, a_proj = recipe_a(model, samples[: args.recipe_samples])
-    b_time, b_proj = recipe_b(model, samples[: args.recipe_samples])
-    a_rate = args.recipe_samples / a_time
+    recipe_samples = samples[: args.recipe_samples]
+    a_proj, b_proj = [], []
+    recipes = measure({"a": with_projection_time(recipe_a, model, recipe_samples, a_proj),
+                       "b": with_projection_time(recipe_b, model, recipe_samples, b_proj)},
+                      args.recipe_rounds, warmup=False)
+    kinds = args.kinds.split(",")
+    passes = measure({kind: ours(model, samples[: args.samples], kind, args.batch) for kind in kinds}, args.rounds,
+                     warmup=False)
+    a_rate = args.recipe_samples / median_s(recipes["a"])
+    per_sample = args.recipe_samples * args.recipe_rounds
     results = [("recipe (a): 1 sample/fwd-bwd + TRAK BasicProjector (4 at a time)", a_rate,
-                f"projection {a_proj / args.recipe_samples:.2f} s/sample"),
-               ("recipe (b): 1 sample/fwd-bwd + stored matrix, torch.mm (extrapolated)", args.recipe_samples / b_time,
-                f"projection {b_proj / args.recipe_samples:.2f} s/sample")]
-    for kind in args.kinds.split(","):
-        t = ours(model, samples[: args.samples], kind, args.batch)
-        results.append((f"pk.GradientSketcher kind={kind}, batch {args.batch}", args.samples / t, f"{t:.1f} s total"))
+                f"{fmt_s(recipes['a'])} s a pass; projection {sum(a_proj) / per_sample:.2f} s/sample"),
+               ("recipe (b): 1 sample/fwd-bwd + stored matrix, torch.mm (extrapolated)",
+                args.recipe_samples / median_s(recipes["b"]),
+                f"{fmt_s(recipes['b'])} s a pass; projection {sum(b_proj) / per_sample:.2f} s/sample")]
+    for kind in kinds:
+        results.append((f"pk.GradientSketcher kind={kind}, batch {args.batch}", args.samples / median_s(passes[kind]),
+                        f"{fmt_s(passes[kind])} s a pass"))
 
     lines += [f"## Gradient sketching (G-Vendi per-sample gradients, k = {K})", "",
               f"{datetime.date.today()}, {cpu_model()}, {torch.get_num_threads()} threads (2 cores shared with "
               f"other jobs: expect noise), torch {torch.__version__}, prism_kernels {pk.__version__}.", "",
               f"Tiny Qwen2 from a config ({n_params:,} parameters, tied embeddings), 2,048-token BPE trained on "
               f"GSM8K, GSM8K train samples 0..{args.samples - 1} ({tokens:,} tokens, <= 256 each); recipes on the "
-              f"first {args.recipe_samples}. Reproduce: `python benchmarks/sketch_report.py --out benchmarks/RESULTS.md`.",
+              f"first {args.recipe_samples}. Passes: median [p20-p80] of {args.rounds} per kind, "
+              f"{args.recipe_rounds} per recipe (interleaved). "
+              f"Reproduce: `python benchmarks/sketch_report.py --out benchmarks/RESULTS.md`.",
               "", "| method | samples/s | vs recipe (a) | vs recipe (b) | note |", "|---|---:|---:|---:|---|"]
     b_rate = results[1][1]
     for name, rate, note in results:
@@ -202,13 +219,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.out:
-        section = f"{BEGIN}\n{text}\n{END}\n"
-        old = args.out.read_text() if args.out.exists() else "# Benchmark results\n\n"
-        if BEGIN in old and END in old:
-            new = old[: old.index(BEGIN)] + section + old[old.index(END) + len(END) + 1:]
-        else:
-            new = old.rstrip("\n") + "\n\n" + section
-        args.out.write_text(new)
+        write_section(args.out, MARKER, text)
 
 
 if __name__ == "__main__":

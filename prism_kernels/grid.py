@@ -514,38 +514,130 @@ def seed_pairs(points, windows: SparseWindows, seed: int = 0) -> torch.Tensor:
     result[:, 1] = sorted_members[last.clamp(min=0)]
     single = (sizes < 2).nonzero().flatten().to(device)  # [S] windows with one member
     if single.numel():
-        result[single] = _single_member_pairs(x, priority, sorted_members[first[single]], box_lo[single],
-                                              box_hi[single], axis)
+        result[single] = _single_member_pairs(x, priority, sorted_members[first[single]],
+                                              windows.corners[single.cpu()].to(device), box_lo[single],
+                                              box_hi[single], lo, cell_width, windows.bins, windows.window, axis)
     return result
 
 
-def _single_member_pairs(x: torch.Tensor, priority: torch.Tensor, only: torch.Tensor, box_lo: torch.Tensor,
-                         box_hi: torch.Tensor, axis: int) -> torch.Tensor:
-    """Seed pairs ``[S, 2]`` of windows with one member ``only`` [S] and boxes ``[S, D]``: the member
-    keeps the face it is nearer to; the other face gets the nearest point outside the box (Euclidean
-    distance to the face, a D-1 dimensional box; ties by lowest priority), or the member itself when
-    no other point exists. All windows at once, in chunks that bound the [chunk, N, D] distances."""
+def _single_member_pairs(x: torch.Tensor, priority: torch.Tensor, only: torch.Tensor, corners: torch.Tensor,
+                         box_lo: torch.Tensor, box_hi: torch.Tensor, lo: torch.Tensor, cell_width: torch.Tensor,
+                         bins: tuple[int, ...], win: tuple[int, ...], axis: int) -> torch.Tensor:
+    """Seed pairs ``[S, 2]`` of windows with one member ``only`` [S], lower corner cells ``corners``
+    [S, D] and boxes ``[S, D]``: the member keeps the face it is nearer to; the other face gets the
+    nearest point outside the box (Euclidean distance to the face, a D-1 dimensional box; ties by
+    lowest priority), or the member itself when no other point exists.
+
+    Exact without measuring every point against every face. The finite points are bucketed by the
+    windows' grid cell once (points off the grid are candidates of every window). Each window then
+    examines the points of the cells within k cells of its face (k = 2, 4, 8, ...; all open windows
+    at once, in chunks). A point in a cell farther out lies at least k cells from the face along
+    some axis, so farther than ``(k - 1) * (smallest cell width)`` (one cell of slack absorbs the
+    rounding of binning and faces); once that exceeds the best distance found, the best and every
+    point tied with it have been seen and the window is settled. Cost: O(N log N) for the buckets,
+    then per window the points within about twice its answer's distance of its face (all points
+    only when the answer is as far as the grid is wide)."""
     n, dims = x.shape
+    device = x.device
     near_lower = x[only, axis] - box_lo[:, axis] <= box_hi[:, axis] - x[only, axis]  # [S]
     face_value = torch.where(near_lower, box_hi[:, axis], box_lo[:, axis])  # the face still without a seed
     face_lo, face_hi = box_lo.clone(), box_hi.clone()
     face_lo[:, axis] = face_value
     face_hi[:, axis] = face_value
-    finite = torch.isfinite(x).all(dim=1)  # [N]
-    other = torch.empty_like(only)
-    chunk = max(1, (1 << 22) // max(n * dims, 1))
-    for c0 in range(0, only.shape[0], chunk):
-        c1 = min(only.shape[0], c0 + chunk)
-        xs = x.unsqueeze(0)  # [1, N, D]
-        gap = (face_lo[c0:c1, None] - xs).clamp_min(0) + (xs - face_hi[c0:c1, None]).clamp_min(0)
-        distance = gap.norm(dim=2)  # [c, N]
-        inside = ((xs >= box_lo[c0:c1, None]) & (xs < box_hi[c0:c1, None])).all(dim=2)  # [c, N]
-        excluded = inside | ~finite.unsqueeze(0) | ~torch.isfinite(distance)
-        excluded[torch.arange(c1 - c0, device=x.device), only[c0:c1]] = True
+    # The face's cells before widening: [base_lo, base_hi) per axis, empty on the window's axis.
+    win_t = torch.tensor(win, device=device)
+    bins_t = torch.tensor(bins, device=device)
+    base_lo, base_hi = corners.clone(), corners + win_t
+    edge = corners[:, axis] + torch.where(near_lower, win[axis], 0)
+    base_lo[:, axis] = edge
+    base_hi[:, axis] = edge
+
+    # Finite points sorted by cell; finite points off the grid are examined by every window.
+    finite = torch.isfinite(x).all(dim=1)
+    q = torch.floor((x - lo) / cell_width)  # [N, D]
+    on_grid = finite & ((q >= 0) & (q < bins_t)).all(dim=1)
+    strides = torch.tensor([math.prod(bins[d + 1:]) for d in range(dims)], device=device)
+    cell = (torch.where(on_grid[:, None], q, 0).to(torch.int64) * strides).sum(dim=1)  # [N]
+    grid_points = on_grid.nonzero().flatten()
+    sorted_cells, order = torch.sort(cell[grid_points])  # no dense per-cell arrays: the grid may be huge
+    grid_points = grid_points[order]
+    off_grid = (finite & ~on_grid).nonzero().flatten()
+    all_finite = finite.nonzero().flatten()
+    # Rounding of the bucket and face coordinates, far below a cell unless the grid is degenerate.
+    scale = float(torch.maximum(lo.abs(), (lo + cell_width * bins_t).abs()).max())
+    rounding = 16 * torch.finfo(torch.float64).eps * scale
+    min_width = float(cell_width.min())
+    inverse = torch.empty_like(priority)
+    inverse[priority] = torch.arange(n, device=device)
+
+    def nearest(windows: torch.Tensor, owner: torch.Tensor, candidate: torch.Tensor):
+        """(best distance, picked point) of each of ``windows`` [c] over (owner, candidate) pairs."""
+        xp = x[candidate]  # [T, D]
+        gap = (face_lo[windows][owner] - xp).clamp_min(0) + (xp - face_hi[windows][owner]).clamp_min(0)
+        distance = gap.norm(dim=1)  # [T]
+        inside = ((xp >= box_lo[windows][owner]) & (xp < box_hi[windows][owner])).all(dim=1)
+        excluded = inside | (candidate == only[windows][owner]) | ~torch.isfinite(distance)
         distance = torch.where(excluded, torch.full_like(distance, math.inf), distance)
-        best = distance.amin(dim=1, keepdim=True)  # [c, 1]
-        tied = (distance == best) & torch.isfinite(best)
-        rank = torch.where(tied, priority.unsqueeze(0), torch.full_like(distance, n, dtype=torch.int64))
-        pick = rank.argmin(dim=1)
-        other[c0:c1] = torch.where(torch.isfinite(best[:, 0]), pick, only[c0:c1])
+        best = torch.full((windows.numel(),), math.inf, dtype=distance.dtype, device=device)
+        best = best.scatter_reduce(0, owner, distance, "amin")
+        tied = (distance == best[owner]) & torch.isfinite(distance)
+        rank = torch.full((windows.numel(),), n, dtype=torch.int64, device=device)
+        rank = rank.scatter_reduce(0, owner[tied], priority[candidate[tied]], "amin")
+        return best, torch.where(torch.isfinite(best), inverse[rank.clamp(max=n - 1)], only[windows])
+
+    other = only.clone()
+    pending = torch.arange(only.shape[0], device=device)
+    budget = 1 << 22  # candidate pairs (or cells) per chunk
+    k = 2
+    while pending.numel():
+        ext = [min(w + 2 * k, b) if d != axis else min(2 * k, b) for d, (w, b) in enumerate(zip(win, bins))]
+        num = math.prod(ext)
+        if num >= all_finite.numel():  # as many cells as points: measure these windows against every point
+            chunk = max(1, budget // max(all_finite.numel(), 1))
+            for c0 in range(0, pending.numel(), chunk):
+                s = pending[c0:c0 + chunk]
+                owner = torch.arange(s.numel(), device=device).repeat_interleave(all_finite.numel())
+                other[s] = nearest(s, owner, all_finite.repeat(s.numel()))[1]
+            break
+        offsets = torch.stack(torch.meshgrid(*[torch.arange(e, device=device) for e in ext], indexing="ij"),
+                              dim=-1).reshape(-1, dims)  # [C, D]
+        ext_t = torch.tensor(ext, device=device)
+        # A range of ext cells per axis inside the grid that covers [base_lo - k, base_hi + k) there.
+        start = torch.minimum((base_lo[pending] - k).clamp(min=0), bins_t - ext_t)  # [P, D]
+        covers = ((base_lo[pending] - k <= 0) & (base_hi[pending] + k >= bins_t)).all(dim=1)  # every cell seen
+        floor = ((k - 1) * min_width - rounding) * (1.0 - 2.0 ** -40)
+        still_open = []
+        chunk = max(1, budget // num)
+        for c0 in range(0, pending.numel(), chunk):
+            s = pending[c0:c0 + chunk]
+            flat = ((start[c0:c0 + chunk, None, :] + offsets) * strides).sum(dim=-1)  # [c, C] cell ids
+            cell_begin = torch.searchsorted(sorted_cells, flat)  # [c, C] into grid_points
+            sizes = torch.searchsorted(sorted_cells, flat, right=True) - cell_begin
+            per_window = sizes.sum(dim=1)  # [c]
+            best = torch.empty(s.numel(), dtype=x.dtype, device=device)
+            pick = torch.empty_like(s)
+            # Groups of windows whose candidates fit the budget (at least one window each).
+            group_end = torch.cumsum(per_window + off_grid.numel(), 0)
+            lo_w = 0
+            while lo_w < s.numel():
+                taken = int(torch.searchsorted(group_end, group_end[lo_w] - per_window[lo_w] - off_grid.numel()
+                                               + budget, right=True))
+                hi_w = max(lo_w + 1, min(taken, s.numel()))
+                sz = sizes[lo_w:hi_w].reshape(-1)
+                total = int(sz.sum())
+                begin = torch.repeat_interleave(cell_begin[lo_w:hi_w].reshape(-1), sz)
+                segment = torch.repeat_interleave(torch.cumsum(sz, 0) - sz, sz)
+                candidate = grid_points[begin + torch.arange(total, device=device) - segment]
+                owner = torch.arange(hi_w - lo_w, device=device).repeat_interleave(per_window[lo_w:hi_w])
+                if off_grid.numel():
+                    candidate = torch.cat([candidate, off_grid.repeat(hi_w - lo_w)])
+                    owner = torch.cat([owner, torch.arange(hi_w - lo_w, device=device).repeat_interleave(
+                        off_grid.numel())])
+                best[lo_w:hi_w], pick[lo_w:hi_w] = nearest(s[lo_w:hi_w], owner, candidate)
+                lo_w = hi_w
+            settled = covers[c0:c0 + chunk] | (floor > best)
+            other[s[settled]] = pick[settled]
+            still_open.append(s[~settled])
+        pending = torch.cat(still_open)
+        k *= 2
     return torch.stack([torch.where(near_lower, only, other), torch.where(near_lower, other, only)], dim=1)

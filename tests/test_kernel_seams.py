@@ -12,6 +12,7 @@ import prism_kernels as pk
 from prism_kernels import _backends
 from prism_kernels.reference import grid as ref_grid
 from prism_kernels.reference import vendi as ref_vendi
+from seed_pairs_oracle import seed_pairs_oracle
 
 vendi_lib = pytest.importorskip("vendi_score.vendi")
 
@@ -199,41 +200,6 @@ def test_sparse_windows_with_other_points_is_an_error():
         pk.seed_pairs(pts[:10], sw)
 
 
-def seed_pairs_oracle(points: np.ndarray, sw, seed: int) -> np.ndarray:
-    """Plain per-window loops over numpy arrays (the documented rule, written independently)."""
-    n = points.shape[0]
-    priority = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
-    bounds = sw.bounds.numpy()
-    lo, hi = bounds[:, 0].copy(), bounds[:, 1].copy()
-    cell = (hi - lo) / np.array(sw.bins)
-    size = np.array(sw.window) * cell
-    axis = int(np.argmax(size))
-    out = []
-    for m in range(sw.corners.shape[0]):
-        mem = sw.members(m).numpy()
-        box_lo = lo + sw.corners[m].numpy() * cell
-        box_hi = box_lo + size
-        if mem.size >= 2:
-            key = sorted(mem, key=lambda i: (points[i, axis], priority[i]))
-            out.append((key[0], key[-1]))
-            continue
-        only = int(mem[0])
-        near_lower = points[only, axis] - box_lo[axis] <= box_hi[axis] - points[only, axis]
-        face = box_hi[axis] if near_lower else box_lo[axis]
-        best, pick = math.inf, only
-        for i in range(n):
-            inside = np.all((points[i] >= box_lo) & (points[i] < box_hi))
-            if i == only or inside or not np.all(np.isfinite(points[i])):
-                continue
-            flo, fhi = box_lo.copy(), box_hi.copy()
-            flo[axis] = fhi[axis] = face
-            dist = float(np.linalg.norm(np.maximum(flo - points[i], 0) + np.maximum(points[i] - fhi, 0)))
-            if dist < best or (dist == best and priority[i] < priority[pick]):
-                best, pick = dist, i
-        out.append((only, pick) if near_lower else (pick, only))
-    return np.array(out, dtype=np.int64).reshape(-1, 2)
-
-
 @pytest.mark.parametrize("seed", [0, 3])
 def test_seed_pairs_match_the_per_window_rule(seed):
     gen = torch.Generator().manual_seed(seed)
@@ -247,3 +213,73 @@ def test_seed_pairs_match_the_per_window_rule(seed):
     assert int(((sw.offsets[1:] - sw.offsets[:-1]) == 1).sum()) >= 5
     got = pk.seed_pairs(pts, sw, seed=seed)
     np.testing.assert_array_equal(got.numpy(), seed_pairs_oracle(pts.numpy(), sw, seed))
+
+
+def _seed_pairs_layout(kind: str, dims: int, seed: int):
+    """Points, bounds, bins, window, stride and threshold of a layout with many single-member windows."""
+    rng = np.random.default_rng([seed, dims, len(kind)])
+    if kind == "blobs":  # a dense blob, scattered outliers, odd sizes
+        blob = 0.5 + 0.08 * rng.standard_normal((1999, dims))
+        outliers = rng.random((57, dims))
+        pts = np.concatenate([blob, outliers, outliers[:3]])  # three exact duplicates: ties
+        bins, window, stride, threshold = (31, 23, 9)[:dims], (3, 2, 1)[:dims], 1, 3
+    elif kind == "lattice":  # integer coordinates on cell faces: many exact distance ties
+        pts = rng.integers(0, 13, (41 if dims == 2 else 301, dims)).astype(np.float64)
+        bins, window, stride, threshold = (12, 12, 6)[:dims], (2, 1, 2)[:dims], (2, 1, 1)[:dims], 2
+    elif kind == "slab":  # most points in a thin slab across the faces, far from them on other axes
+        pts = rng.random((801, dims))
+        pts[:700, 0] = 0.5 + 1e-3 * rng.standard_normal(700)
+        pts[:700, 1] = np.where(rng.random(700) < 0.5, 0.02, 0.98) + 0.01 * rng.random(700)
+        bins, window, stride, threshold = (10, 21, 9)[:dims], (1, 3, 1)[:dims], 1, 2
+    elif kind == "ties":  # faces whose nearest outside point has 40 copies: the tied copies span blocks
+        rows = np.full((5, dims), 0.55)
+        rows[:, 1] = (np.arange(5) * 2 + 1.5) / 10  # one row per other y cell pair
+        singles = rows + np.array([0.07, 0.004 * seed, 0.0][:dims])  # x = 0.62
+        copies = rows.repeat(40, axis=0)
+        copies[:, 0] = 0.5  # 0.05 below the free (lower) face of the singles' windows
+        pts = np.concatenate([rng.random((30, dims)) * 0.4, singles, copies])
+        bins, window, stride, threshold = (20, 10, 4)[:dims], (2, 1, 1)[:dims], 1, 2
+    elif kind == "far":  # few points on a fine grid narrower than the data: answers many cells away, off the grid
+        pts = rng.random((61, dims)) * 1.2 - 0.1
+        bins, window, stride, threshold = (47, 53, 29)[:dims], (1, 2, 1)[:dims], 1, 2
+    elif kind == "hostile":  # non-finite rows, points whose squared distances overflow, far points
+        pts = rng.random((203, dims))
+        pts[::17, rng.integers(0, dims)] = np.nan
+        pts[5::23, 0] = np.inf
+        pts[7::29] = 1e200 * np.sign(rng.standard_normal((len(pts[7::29]), dims)))
+        pts[11::31, 0] = -3.0
+        bins, window, stride, threshold = ((19, 23) if dims == 2 else (8, 11, 5)), (2, 2, 1)[:dims], 1, 3
+    else:
+        raise ValueError(kind)
+    hi = 12.0 if kind == "lattice" else 1.0
+    return pts, [[0.0, hi]] * dims, bins, window, stride, threshold
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("kind", ["blobs", "lattice", "slab", "ties", "far", "hostile"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_seed_pairs_equal_the_brute_force_on_random_layouts(kind, dims, seed):
+    pts, bounds, bins, window, stride, threshold = _seed_pairs_layout(kind, dims, seed)
+    x = torch.from_numpy(pts)
+    counts = pk.grid_histogram(x, bins, bounds)
+    sw = pk.sparse_windows(counts, window, stride, threshold=threshold, points=x, bounds=bounds)
+    single = int(((sw.offsets[1:] - sw.offsets[:-1]) == 1).sum())
+    assert single >= 3, (kind, dims, single)
+    for tie_seed in (seed, seed + 11):
+        got = pk.seed_pairs(x, sw, seed=tie_seed)
+        np.testing.assert_array_equal(got.numpy(), seed_pairs_oracle(pts, sw, tie_seed))
+        if kind != "hostile":  # float32 points give the same pairs as their float64 copy
+            np.testing.assert_array_equal(pk.seed_pairs(x.float(), sw, seed=tie_seed).numpy(),
+                                          seed_pairs_oracle(pts.astype(np.float32).astype(np.float64), sw,
+                                                            tie_seed))
+
+
+def test_seed_pairs_single_member_alone_keeps_itself():
+    # No other finite point outside the window (the rest are NaN, inf or overflow every distance).
+    pts = torch.tensor([[0.5, 0.5], [math.nan, 0.1], [math.inf, 0.3], [1e300, -1e300], [-1e300, 1e300]],
+                       dtype=torch.float64)
+    bounds = [[0.0, 1.0], [0.0, 1.0]]
+    sw = pk.sparse_windows(pk.grid_histogram(pts, 4, bounds), (1, 1), threshold=2, points=pts, bounds=bounds)
+    assert sw.members(0).tolist() == [0]
+    assert pk.seed_pairs(pts, sw).tolist() == [[0, 0]]
+    np.testing.assert_array_equal(pk.seed_pairs(pts, sw).numpy(), seed_pairs_oracle(pts.numpy(), sw, 0))

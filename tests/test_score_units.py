@@ -75,3 +75,16 @@ def test_identity_differences_are_named():
     assert diff_identity(a.identity(), b.identity()) == ["k: 1024 -> 512", "seed: 0 -> 3"]
     assert diff_identity(a.identity(), c.identity()) == ["data: the input files changed (size or modification time)"]
     assert a.hash() != b.hash() and a.hash() == a.replace(workers=8, engine="ray").hash()  # runtime is not identity
+
+
+def test_one_list_of_sketch_kinds():
+    # prism score accepts exactly the kinds GradientSketcher has (the kernels' kinds + kronecker), listed once.
+    import prism_kernels as pk
+    from prism_kernels.gradient_sketch import SKETCHER_KINDS
+    from prism_kernels.score import config
+
+    assert config.KINDS is SKETCHER_KINDS
+    assert SKETCHER_KINDS == (*pk.SKETCH_KINDS, "kronecker")
+    ScoreConfig(data=["x.jsonl"], kind="kronecker").validate()
+    with pytest.raises(Exception, match="kind"):
+        ScoreConfig(data=["x.jsonl"], kind="dense").validate()

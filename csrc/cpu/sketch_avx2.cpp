@@ -123,58 +123,43 @@ __attribute__((target("avx2"))) void rademacher_tile_avx2(const sketch::Key& key
 }
 
 // Eight lanes of prism::sketch::box_muller with the same float32 operations in the same order
-// (IEEE mul/add/div/sqrt, no FMA), hence the same bits.
-// A float32 constant written as a double and rounded once, as PRISM_F32 does.
-__attribute__((target("avx2"))) inline __m256 f(double x) { return _mm256_set1_ps(static_cast<float>(x)); }
+// (IEEE mul/add/div/sqrt, no FMA) and the same constants (prism/gaussian_table.h), hence the same bits.
+__attribute__((target("avx2"))) inline __m256 f(float x) { return _mm256_set1_ps(x); }
+
+// sketch::horner on eight lanes.
+__attribute__((target("avx2"))) inline __m256 horner8(const sketch::table::Horner& poly, __m256 x) {
+  __m256 p = f(poly.c[0]);
+  for (int i = 1; i < poly.n; ++i) p = _mm256_add_ps(_mm256_mul_ps(p, x), f(poly.c[i]));
+  return p;
+}
 
 __attribute__((target("avx2"))) inline void box_muller8(__m256i a, __m256i b, __m256* cos_out, __m256* sin_out) {
-  const __m256 u = _mm256_mul_ps(
-      _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_srli_epi32(a, 8), _mm256_set1_epi32(1))), f(5.9604644775390625e-08));
+  const __m256 u = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_srli_epi32(a, 8), _mm256_set1_epi32(1))),
+                                 f(sketch::table::kTwoPowM24));
   // log_unit(u)
   const __m256i bits = _mm256_castps_si256(u);
   __m256i e = _mm256_sub_epi32(_mm256_srli_epi32(bits, 23), _mm256_set1_epi32(127));
   __m256 m = _mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(bits, _mm256_set1_epi32(0x007fffff)),
                                                  _mm256_set1_epi32(0x3f800000)));
-  const __m256 big = _mm256_cmp_ps(m, f(1.4142135623730951), _CMP_GT_OQ);
-  m = _mm256_blendv_ps(m, _mm256_mul_ps(m, f(0.5)), big);
+  const __m256 big = _mm256_cmp_ps(m, f(sketch::table::kSqrt2), _CMP_GT_OQ);
+  m = _mm256_blendv_ps(m, _mm256_mul_ps(m, f(0.5f)), big);
   e = _mm256_sub_epi32(e, _mm256_castps_si256(big));  // big lanes are all ones (-1)
-  const __m256 one = f(1.0);
+  const __m256 one = f(1.0f);
   const __m256 sv = _mm256_div_ps(_mm256_sub_ps(m, one), _mm256_add_ps(m, one));
-  const __m256 s2 = _mm256_mul_ps(sv, sv);
-  __m256 p = f(0.07692307692307693);
-  p = _mm256_add_ps(_mm256_mul_ps(p, s2), f(0.09090909090909091));
-  p = _mm256_add_ps(_mm256_mul_ps(p, s2), f(0.1111111111111111));
-  p = _mm256_add_ps(_mm256_mul_ps(p, s2), f(0.14285714285714285));
-  p = _mm256_add_ps(_mm256_mul_ps(p, s2), f(0.2));
-  p = _mm256_add_ps(_mm256_mul_ps(p, s2), f(0.3333333333333333));
-  p = _mm256_add_ps(_mm256_mul_ps(p, s2), one);
-  const __m256 ln_m = _mm256_mul_ps(_mm256_mul_ps(f(2.0), sv), p);
-  const __m256 ln_u = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(e), f(0.6931471805599453)), ln_m);
-  const __m256 radius = _mm256_sqrt_ps(_mm256_mul_ps(f(-2.0), ln_u));
+  constexpr sketch::table::Horner kLog = sketch::table::log_series();
+  const __m256 ln_m = _mm256_mul_ps(_mm256_mul_ps(f(2.0f), sv), horner8(kLog, _mm256_mul_ps(sv, sv)));
+  const __m256 ln_u = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(e), f(sketch::table::kLn2)), ln_m);
+  const __m256 radius = _mm256_sqrt_ps(_mm256_mul_ps(f(-2.0f), ln_u));
   // angle
   const __m256i quadrant = _mm256_srli_epi32(b, 30);
   const __m256 x = _mm256_mul_ps(
       _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(b, 8), _mm256_set1_epi32(0x3fffff))),
-                    f(2.384185791015625e-07)),
-      f(1.5707963267948966));
+                    f(sketch::table::kTwoPowM22)),
+      f(sketch::table::kHalfPi));
   const __m256 x2 = _mm256_mul_ps(x, x);
-  __m256 sp = f(1.6059043836821613e-10);
-  sp = _mm256_sub_ps(_mm256_mul_ps(sp, x2), f(2.505210838544172e-08));
-  sp = _mm256_add_ps(_mm256_mul_ps(sp, x2), f(2.7557319223985893e-06));
-  sp = _mm256_sub_ps(_mm256_mul_ps(sp, x2), f(0.0001984126984126984));
-  sp = _mm256_add_ps(_mm256_mul_ps(sp, x2), f(0.008333333333333333));
-  sp = _mm256_sub_ps(_mm256_mul_ps(sp, x2), f(0.16666666666666666));
-  sp = _mm256_add_ps(_mm256_mul_ps(sp, x2), one);
-  const __m256 sn = _mm256_mul_ps(x, sp);
-  __m256 cp = f(4.779477332387385e-14);
-  cp = _mm256_sub_ps(_mm256_mul_ps(cp, x2), f(1.1470745597729725e-11));
-  cp = _mm256_add_ps(_mm256_mul_ps(cp, x2), f(2.08767569878681e-09));
-  cp = _mm256_sub_ps(_mm256_mul_ps(cp, x2), f(2.755731922398589e-07));
-  cp = _mm256_add_ps(_mm256_mul_ps(cp, x2), f(2.48015873015873e-05));
-  cp = _mm256_sub_ps(_mm256_mul_ps(cp, x2), f(0.001388888888888889));
-  cp = _mm256_add_ps(_mm256_mul_ps(cp, x2), f(0.041666666666666664));
-  cp = _mm256_sub_ps(_mm256_mul_ps(cp, x2), f(0.5));
-  const __m256 cs = _mm256_add_ps(_mm256_mul_ps(cp, x2), one);
+  constexpr sketch::table::Horner kSin = sketch::table::sin_series(), kCos = sketch::table::cos_series();
+  const __m256 sn = _mm256_mul_ps(x, horner8(kSin, x2));
+  const __m256 cs = horner8(kCos, x2);
   const __m256i zero = _mm256_setzero_si256();
   const __m256 q_odd = _mm256_castsi256_ps(
       _mm256_xor_si256(_mm256_cmpeq_epi32(_mm256_and_si256(quadrant, _mm256_set1_epi32(1)), zero),

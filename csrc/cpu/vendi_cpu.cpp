@@ -11,7 +11,8 @@
 //              into a float64 accumulator tile (add_f32_tile, AVX-512 / AVX2 / scalar chosen at run
 //              time) that stays in L2 across the chunk's sub-blocks;
 //       exact: float64 rows, float64 products accumulated straight into the float64 accumulator.
-// In "fast", the mean terms of all the chunk's centred sub-blocks follow as float64 products.
+// In "fast", the mean terms of all the chunk's centred sub-blocks follow as one float64 product per
+// output tile (mean_term_factors, the same in both ways).
 // The accumulator is a private float64 buffer: `gram` only receives it once the whole block is
 // known to be valid, so a bad row leaves `gram` unchanged.
 //
@@ -125,6 +126,27 @@ void add_f32_tile_dispatch(double* acc, int64_t ld_acc, const float* prod, int64
 // Row stride of the prepared float32 / float64 rows: d rounded up to 16 values, plus 16 when that is
 // a multiple of 1024 bytes, so that the BLAS packing of a transposed sub-block (which walks down
 // columns) does not hit the same cache sets on every row (4 KiB aliasing at d = 1024).
+// Mean terms of a chunk's centred float32 sub-blocks (vendi.h center_block). Sub-block s has r_s
+// rows x = c + m_s (c: the centred rows it multiplies in float32), float64 column sums S_s and
+// float32 means m_s, so its Gram is c c^T plus
+//     sum_rows x x^T - c c^T  =  m_s S_s^T + (S_s - r_s m_s) m_s^T,
+// and over the chunk's subs this is P^T Q with P = [M; S - r M] and Q = [S; M] ([2 subs, d] float64
+// each, row-major with row stride d). Both drivers add it to every output tile with one float64
+// product. Sub-blocks have sub_rows rows except the last (chunk_rows in all).
+void mean_term_factors(const double* sums, const float* means, int64_t subs, int64_t d, int64_t sub_rows,
+                       int64_t chunk_rows, double* p, double* q) {
+  for (int64_t s = 0; s < subs; ++s) {
+    const double r = static_cast<double>(std::min(sub_rows, chunk_rows - s * sub_rows));
+    for (int64_t k = 0; k < d; ++k) {
+      const double m = means[s * d + k], sk = sums[s * d + k];
+      p[s * d + k] = m;
+      p[(subs + s) * d + k] = sk - r * m;
+      q[s * d + k] = sk;
+      q[(subs + s) * d + k] = m;
+    }
+  }
+}
+
 int64_t padded_ld(int64_t d, int64_t elem_size) {
   int64_t ld = (d + 15) / 16 * 16;
   if ((ld * elem_size) % 1024 == 0) ld += 16;
@@ -145,6 +167,7 @@ BadRow accumulate_impl(const at::Tensor& x, const double* weights, bool normaliz
   const int64_t max_subs = (std::min(kChunkRows, n) + sub_rows - 1) / sub_rows;
   at::Tensor sums = at::empty({max_subs, d}, x.options().dtype(at::kDouble));
   at::Tensor means = at::empty({max_subs, d}, x.options().dtype(at::kFloat));
+  at::Tensor pq = at::empty({2, 2 * max_subs, d}, x.options().dtype(at::kDouble));  // mean_term_factors
   double* accp = acc.data_ptr<double>();
 
   for (int64_t c0 = 0; c0 < n; c0 += kChunkRows) {
@@ -173,14 +196,13 @@ BadRow accumulate_impl(const at::Tensor& x, const double* weights, bool normaliz
     for (const BadRow& b : bad)
       if (b.status != vendi::kOk) return b;  // sub-blocks are in row order: the first is the first bad row
 
-    // Mean terms of every sub-block of the chunk (fast path), as float64 products over the subs:
-    //     sum_s m_s s_s^T + (s_s - r_s m_s) m_s^T  =  M^T S + (S - r M)^T M      ([subs, d] each)
-    at::Tensor m64, s_minus_rm;
+    // Mean terms of the chunk's sub-blocks (fast path): P^T Q, see mean_term_factors.
+    at::Tensor P, Q;
     if (!exact) {
-      m64 = means.narrow(0, 0, subs).to(at::kDouble);
-      at::Tensor rows = at::full({subs, 1}, static_cast<double>(sub_rows), m64.options());
-      rows[subs - 1][0] = static_cast<double>(c1 - c0 - (subs - 1) * sub_rows);
-      s_minus_rm = sums.narrow(0, 0, subs) - rows * m64;
+      P = pq[0].narrow(0, 0, 2 * subs);
+      Q = pq[1].narrow(0, 0, 2 * subs);
+      mean_term_factors(sums.data_ptr<double>(), means.data_ptr<float>(), subs, d, sub_rows, c1 - c0,
+                        P.data_ptr<double>(), Q.data_ptr<double>());
     }
 
     at::parallel_for(0, static_cast<int64_t>(items.size()), 1, [&](int64_t t0, int64_t t1) {
@@ -201,11 +223,7 @@ BadRow accumulate_impl(const at::Tensor& x, const double* weights, bool normaliz
             add_f32_tile_dispatch(accp + it.i0 * d + it.j0, d, prod.data_ptr<float>(), it.tj, it.ti, it.tj);
           }
         }
-        if (!exact) {
-          const at::Tensor mi = m64.narrow(1, it.i0, it.ti), mj = m64.narrow(1, it.j0, it.tj);
-          at::addmm_out(acc_tile, acc_tile, mi.t(), sums.narrow(0, 0, subs).narrow(1, it.j0, it.tj));
-          at::addmm_out(acc_tile, acc_tile, s_minus_rm.narrow(1, it.i0, it.ti).t(), mj);
-        }
+        if (!exact) at::addmm_out(acc_tile, acc_tile, P.narrow(1, it.i0, it.ti).t(), Q.narrow(1, it.j0, it.tj));
       }
     });
   }
@@ -297,8 +315,8 @@ BadRow accumulate_avx512(const at::Tensor& x, const double* weights, bool normal
   const int64_t sub_elems = nt * kSubRows * ld;  // one sub-block, all its column tiles
   at::Tensor buf = at::empty({max_subs * sub_elems}, x.options().dtype(fast ? at::kFloat : at::kDouble));
   Y* bufp = static_cast<Y*>(buf.data_ptr());
-  // fast path: per-sub-block column sums and means; the mean terms of a chunk are the product of
-  // P = [M; S - r M] and Q = [S; M] ([2 subs, d] each), see below.
+  // fast path: per-sub-block column sums and means; the mean terms of a chunk are P^T Q
+  // (mean_term_factors).
   at::Tensor sums = at::empty({max_subs, d}, x.options().dtype(at::kDouble));
   at::Tensor means = at::empty({max_subs, d}, x.options().dtype(at::kFloat));
   at::Tensor pq = at::empty({2, 2 * max_subs, d}, x.options().dtype(at::kDouble));
@@ -320,24 +338,11 @@ BadRow accumulate_avx512(const at::Tensor& x, const double* weights, bool normal
     for (const BadRow& b : bad)
       if (b.status != vendi::kOk) return b;  // sub-blocks are in row order: the first is the first bad row
 
-    // Mean terms of the chunk's centred sub-blocks (vendi.h center_block), in float64:
-    //     sum_s m_s S_s^T + (S_s - r_s m_s) m_s^T  =  sum_k P[k] Q[k]^T
+    // Mean terms of the chunk's sub-blocks: P^T Q, see mean_term_factors.
     double* P = pq.data_ptr<double>();
     double* Q = P + 2 * max_subs * d;
-    if constexpr (fast) {
-      const double* S = sums.data_ptr<double>();
-      const float* M = means.data_ptr<float>();
-      for (int64_t s = 0; s < subs; ++s) {
-        const double r = static_cast<double>(rows_of(s));
-        for (int64_t k = 0; k < d; ++k) {
-          const double m = M[s * d + k], sk = S[s * d + k];
-          P[s * d + k] = m;
-          P[(subs + s) * d + k] = sk - r * m;
-          Q[s * d + k] = sk;
-          Q[(subs + s) * d + k] = m;
-        }
-      }
-    }
+    if constexpr (fast)
+      mean_term_factors(sums.data_ptr<double>(), means.data_ptr<float>(), subs, d, kSubRows, c1 - c0, P, Q);
 
     at::parallel_for(0, static_cast<int64_t>(lists.size()), 1, [&](int64_t l0, int64_t l1) {
       for (int64_t l = l0; l < l1; ++l) {

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import torch
 
+from .. import _gaussian_table as T
+
 _MASK = 0xFFFFFFFF
 _ROUND_A, _ROUND_B = 0xD2511F53, 0xCD9E8D57
 _KEY_A, _KEY_B = 0x9E3779B9, 0xBB67AE85
@@ -59,46 +61,40 @@ def _f(x: float) -> torch.Tensor:
     return torch.tensor(x, dtype=torch.float32)
 
 
+def _horner(coefficients: tuple[float, ...], x: torch.Tensor) -> torch.Tensor:
+    """``p = c[0]; p = p * x + c[i]`` in float32, the order of prism/sketch.h ``horner``."""
+    p = _f(coefficients[0]).expand_as(x)
+    for c in coefficients[1:]:
+        p = p * x + _f(c)
+    return p
+
+
 def _log_unit(u: torch.Tensor) -> torch.Tensor:
     bits = u.view(torch.int32).to(torch.int64)
     e = (bits >> 23) - 127
     m = ((bits & 0x007FFFFF) | 0x3F800000).to(torch.int32).view(torch.float32)
-    big = m > _f(1.4142135623730951)
+    big = m > _f(T.SQRT2)
     m = torch.where(big, m * _f(0.5), m)
     e = torch.where(big, e + 1, e)
     s = (m - _f(1.0)) / (m + _f(1.0))
-    s2 = s * s
-    p = _f(0.07692307692307693).expand_as(s2)
-    for c in (0.09090909090909091, 0.1111111111111111, 0.14285714285714285, 0.2, 0.3333333333333333, 1.0):
-        p = p * s2 + _f(c)
-    return e.to(torch.float32) * _f(0.6931471805599453) + (_f(2.0) * s) * p
+    return e.to(torch.float32) * _f(T.LN2) + (_f(2.0) * s) * _horner(T.LOG_SERIES, s * s)
 
 
 def _sin_quarter(x: torch.Tensor) -> torch.Tensor:
-    x2 = x * x
-    p = _f(1.6059043836821613e-10).expand_as(x2)
-    for c in (-2.505210838544172e-08, 2.7557319223985893e-06, -0.0001984126984126984, 0.008333333333333333,
-              -0.16666666666666666, 1.0):
-        p = p * x2 + _f(c)
-    return x * p
+    return x * _horner(T.SIN_SERIES, x * x)
 
 
 def _cos_quarter(x: torch.Tensor) -> torch.Tensor:
-    x2 = x * x
-    p = _f(4.779477332387385e-14).expand_as(x2)
-    for c in (-1.1470745597729725e-11, 2.08767569878681e-09, -2.755731922398589e-07, 2.48015873015873e-05,
-              -0.001388888888888889, 0.041666666666666664, -0.5, 1.0):
-        p = p * x2 + _f(c)
-    return p
+    return _horner(T.COS_SERIES, x * x)
 
 
 def _box_muller(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    u = ((a >> 8) + 1).to(torch.float32) * _f(5.9604644775390625e-08)
+    u = ((a >> 8) + 1).to(torch.float32) * _f(T.TWO_POW_M24)
     # torch.sqrt on float32 CPU tensors is not always correctly rounded; the float64 root rounded to
     # float32 is (53 >= 2 * 24 + 2 bits), and equals IEEE sqrtf, CUDA sqrtf and tl.math.sqrt_rn.
     radius = torch.sqrt((_f(-2.0) * _log_unit(u)).to(torch.float64)).to(torch.float32)
     quadrant = b >> 30
-    x = ((b >> 8) & 0x3FFFFF).to(torch.float32) * _f(2.384185791015625e-07) * _f(1.5707963267948966)
+    x = ((b >> 8) & 0x3FFFFF).to(torch.float32) * _f(T.TWO_POW_M22) * _f(T.HALF_PI)
     c, s = _cos_quarter(x), _sin_quarter(x)
     odd = (quadrant & 1) == 1
     cos_part = torch.where(odd, s, c)

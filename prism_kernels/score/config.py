@@ -12,10 +12,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..gradient_sketch import SKETCHER_KINDS as KINDS  # the sketch kinds, listed once (kernels + kronecker)
 from .rundir import config_hash
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
-KINDS = ("rademacher", "gaussian", "sparse", "kronecker")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 BAD_RECORD = ("skip", "fail")

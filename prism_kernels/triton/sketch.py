@@ -21,10 +21,21 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import _gaussian_table as T
+
 BLOCK_B = 16
 BLOCK_K = 32  # must divide 128 (one Rademacher Philox group per program)
 BLOCK_P = 32
 _KINDS = {"rademacher": 0, "gaussian": 1, "sparse": 2}
+# The Gaussian constants (csrc/include/prism/gaussian_table.h), as constexpr globals a kernel may read.
+_LOG, _LOG_N = tl.constexpr(T.LOG_SERIES), tl.constexpr(len(T.LOG_SERIES))
+_SIN, _SIN_N = tl.constexpr(T.SIN_SERIES), tl.constexpr(len(T.SIN_SERIES))
+_COS, _COS_N = tl.constexpr(T.COS_SERIES), tl.constexpr(len(T.COS_SERIES))
+_SQRT2 = tl.constexpr(T.SQRT2)
+_LN2 = tl.constexpr(T.LN2)
+_TWO_POW_M24 = tl.constexpr(T.TWO_POW_M24)
+_TWO_POW_M22 = tl.constexpr(T.TWO_POW_M22)
+_HALF_PI = tl.constexpr(T.HALF_PI)
 
 
 @triton.jit
@@ -40,45 +51,31 @@ def _log_unit(u):
     bits = u.to(tl.uint32, bitcast=True)
     e = (bits >> 23).to(tl.int32) - 127
     m = ((bits & 0x007FFFFF) | 0x3F800000).to(tl.float32, bitcast=True)
-    big = m > 1.4142135623730951
+    big = m > _SQRT2
     m = tl.where(big, m * 0.5, m)
     e = tl.where(big, e + 1, e)
     s = tl.math.div_rn(m - 1.0, m + 1.0)
     s2 = s * s
-    p = s2 * 0.0 + 0.07692307692307693
-    p = p * s2 + 0.09090909090909091
-    p = p * s2 + 0.1111111111111111
-    p = p * s2 + 0.14285714285714285
-    p = p * s2 + 0.2
-    p = p * s2 + 0.3333333333333333
-    p = p * s2 + 1.0
-    return e.to(tl.float32) * 0.6931471805599453 + (2.0 * s) * p
+    p = s2 * 0.0 + _LOG[0]  # Horner, highest power first (prism/sketch.h horner)
+    for i in tl.static_range(1, _LOG_N):
+        p = p * s2 + _LOG[i]
+    return e.to(tl.float32) * _LN2 + (2.0 * s) * p
 
 
 @triton.jit
 def _box_muller(a, b, odd):
-    u = ((a >> 8) + 1).to(tl.float32) * 5.9604644775390625e-08
+    u = ((a >> 8) + 1).to(tl.float32) * _TWO_POW_M24
     radius = tl.math.sqrt_rn(-2.0 * _log_unit(u))
     quadrant = b >> 30
-    x = ((b >> 8) & 0x3FFFFF).to(tl.float32) * 2.384185791015625e-07 * 1.5707963267948966
+    x = ((b >> 8) & 0x3FFFFF).to(tl.float32) * _TWO_POW_M22 * _HALF_PI
     x2 = x * x
-    sp = x2 * 0.0 + 1.6059043836821613e-10
-    sp = sp * x2 - 2.505210838544172e-08
-    sp = sp * x2 + 2.7557319223985893e-06
-    sp = sp * x2 - 0.0001984126984126984
-    sp = sp * x2 + 0.008333333333333333
-    sp = sp * x2 - 0.16666666666666666
-    sp = sp * x2 + 1.0
+    sp = x2 * 0.0 + _SIN[0]
+    for i in tl.static_range(1, _SIN_N):
+        sp = sp * x2 + _SIN[i]
     sn = x * sp
-    cp = x2 * 0.0 + 4.779477332387385e-14
-    cp = cp * x2 - 1.1470745597729725e-11
-    cp = cp * x2 + 2.08767569878681e-09
-    cp = cp * x2 - 2.755731922398589e-07
-    cp = cp * x2 + 2.48015873015873e-05
-    cp = cp * x2 - 0.001388888888888889
-    cp = cp * x2 + 0.041666666666666664
-    cp = cp * x2 - 0.5
-    cs = cp * x2 + 1.0
+    cs = x2 * 0.0 + _COS[0]
+    for i in tl.static_range(1, _COS_N):
+        cs = cs * x2 + _COS[i]
     q_odd = (quadrant & 1) == 1
     cos_part = tl.where(q_odd, sn, cs)
     sin_part = tl.where(q_odd, cs, sn)

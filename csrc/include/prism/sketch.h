@@ -19,14 +19,16 @@
 //               holds exactly with collisions. scale = 1 / sqrt(s).
 //
 // The Gaussian maths uses only +, -, *, IEEE division and sqrt on float32 (no libm), evaluated in a
-// fixed order; built without FMA contraction (-ffp-contract=off, nvcc --fmad=false, Triton
-// enable_fp_fusion=False) it is bit-identical on every backend.
+// fixed order, with the constants of prism/gaussian_table.h; built without FMA contraction
+// (-ffp-contract=off, nvcc --fmad=false, Triton enable_fp_fusion=False) it is bit-identical on
+// every backend.
 #pragma once
 
 #include <cstdint>
 #include <cmath>
 #include <cstring>
 
+#include "prism/gaussian_table.h"
 #include "prism/macros.h"
 #include "prism/philox.h"
 
@@ -79,8 +81,15 @@ PRISM_HOST_DEVICE PRISM_INLINE float sign_of_bit(uint32_t bit) {
   return bits_to_float(0x3f800000u | ((bit & 1u) << 31));
 }
 
-// Float32 constants, written as doubles and rounded once (Triton rounds Python floats the same way).
-#define PRISM_F32(x) static_cast<float>(x)
+// Horner evaluation of a table::Horner polynomial at x, in the table's order (no FMA contraction).
+PRISM_HOST_DEVICE PRISM_INLINE float horner(const table::Horner& poly, float x) {
+  float p = poly.c[0];
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+  for (int i = 1; i < poly.n; ++i) p = p * x + poly.c[i];
+  return p;
+}
 
 // ln(u) for u in [2^-24, 1]: u = 2^e m with m in [sqrt(1/2), sqrt(2)), s = (m - 1) / (m + 1),
 // ln m = 2 s (1 + s^2/3 + s^4/5 + ... + s^12/13). Absolute error < 1e-7.
@@ -88,58 +97,34 @@ PRISM_HOST_DEVICE PRISM_INLINE float log_unit(float u) {
   const uint32_t bits = float_to_bits(u);
   int32_t e = static_cast<int32_t>(bits >> 23) - 127;
   float m = bits_to_float((bits & 0x007fffffu) | 0x3f800000u);
-  if (m > PRISM_F32(1.4142135623730951)) {
+  if (m > table::kSqrt2) {
     m = m * 0.5f;
     e = e + 1;
   }
   const float s = (m - 1.0f) / (m + 1.0f);
-  const float s2 = s * s;
-  float p = PRISM_F32(0.07692307692307693);          // 1/13
-  p = p * s2 + PRISM_F32(0.09090909090909091);       // 1/11
-  p = p * s2 + PRISM_F32(0.1111111111111111);        // 1/9
-  p = p * s2 + PRISM_F32(0.14285714285714285);       // 1/7
-  p = p * s2 + PRISM_F32(0.2);                       // 1/5
-  p = p * s2 + PRISM_F32(0.3333333333333333);        // 1/3
-  p = p * s2 + 1.0f;
-  const float ln_m = (2.0f * s) * p;
-  return static_cast<float>(e) * PRISM_F32(0.6931471805599453) + ln_m;
+  constexpr table::Horner kLog = table::log_series();
+  const float ln_m = (2.0f * s) * horner(kLog, s * s);
+  return static_cast<float>(e) * table::kLn2 + ln_m;
 }
 
 // sin and cos of x in [0, pi/2) by Taylor polynomials (error < 1e-9 before rounding).
 PRISM_HOST_DEVICE PRISM_INLINE float sin_quarter(float x) {
-  const float x2 = x * x;
-  float p = PRISM_F32(1.6059043836821613e-10);  // 1/13!
-  p = p * x2 - PRISM_F32(2.505210838544172e-08);  // 1/11!
-  p = p * x2 + PRISM_F32(2.7557319223985893e-06);  // 1/9!
-  p = p * x2 - PRISM_F32(0.0001984126984126984);  // 1/7!
-  p = p * x2 + PRISM_F32(0.008333333333333333);  // 1/5!
-  p = p * x2 - PRISM_F32(0.16666666666666666);  // 1/3!
-  p = p * x2 + 1.0f;
-  return x * p;
+  constexpr table::Horner kSin = table::sin_series();
+  return x * horner(kSin, x * x);
 }
 
 PRISM_HOST_DEVICE PRISM_INLINE float cos_quarter(float x) {
-  const float x2 = x * x;
-  float p = PRISM_F32(4.779477332387385e-14);  // 1/16!
-  p = p * x2 - PRISM_F32(1.1470745597729725e-11);  // 1/14!
-  p = p * x2 + PRISM_F32(2.08767569878681e-09);  // 1/12!
-  p = p * x2 - PRISM_F32(2.755731922398589e-07);  // 1/10!
-  p = p * x2 + PRISM_F32(2.48015873015873e-05);  // 1/8!
-  p = p * x2 - PRISM_F32(0.001388888888888889);  // 1/6!
-  p = p * x2 + PRISM_F32(0.041666666666666664);  // 1/4!
-  p = p * x2 - 0.5f;
-  p = p * x2 + 1.0f;
-  return p;
+  constexpr table::Horner kCos = table::cos_series();
+  return horner(kCos, x * x);
 }
 
 // Box-Muller pair from two words: radius from a, angle from b. u = (a >> 8 + 1) 2^-24 in (0, 1];
 // angle = q pi/2 + f pi/2 with quadrant q = b >> 30 and f = ((b >> 8) & (2^22 - 1)) 2^-22.
 PRISM_HOST_DEVICE PRISM_INLINE void box_muller(uint32_t a, uint32_t b, float* cos_out, float* sin_out) {
-  const float u = static_cast<float>((a >> 8) + 1u) * PRISM_F32(5.9604644775390625e-08);  // 2^-24
+  const float u = static_cast<float>((a >> 8) + 1u) * table::kTwoPowM24;
   const float radius = sqrtf(-2.0f * log_unit(u));
   const uint32_t quadrant = b >> 30;
-  const float x = static_cast<float>((b >> 8) & 0x3fffffu) * PRISM_F32(2.384185791015625e-07) *  // 2^-22
-                  PRISM_F32(1.5707963267948966);                                               // pi/2
+  const float x = static_cast<float>((b >> 8) & 0x3fffffu) * table::kTwoPowM22 * table::kHalfPi;
   const float c = cos_quarter(x), s = sin_quarter(x);
   // (cos, sin) of q pi/2 + x: q=0 (c, s), 1 (-s, c), 2 (-c, -s), 3 (s, -c).
   float cos_part = (quadrant & 1u) ? s : c;
