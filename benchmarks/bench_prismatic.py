@@ -1,7 +1,8 @@
 """One Prismatic Synthesis round over the GSM8K training pool (7,473 rows) with a scripted generator: time per
 stage, next to the official scripts' stages that can run here.
 
-    PRISM_SHARED_DATA=/path/to/shared/data python benchmarks/bench_prismatic.py [--pool-rows N] [--quick]
+    PRISM_SHARED_DATA=/path/to/shared/data python benchmarks/bench_prismatic.py [--pool-rows N] [--quick] \
+        [--out benchmarks/RESULTS.md]
 
 Stages (ours): sketch the pool (prism_kernels.score.Scorer: batched per-sample gradients, k = 1024 Rademacher,
 under a tiny Qwen2 built from a config here, since no real proxy can be downloaded), cluster (faiss spherical
@@ -33,6 +34,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness.py
 DATA = Path(os.environ.get("PRISM_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
@@ -83,21 +85,31 @@ def _cluster_stages(X, k: int, repeats: int) -> list[tuple[str, str, float]]:
             ("cluster: official loop (first-k seeds, torch Lloyd)", f"k={k}, 20 it, obj {objective(c_off, a_off):.4f}", t_off)], cl
 
 
-def _print(title: str, rows) -> None:
+def _print(title: str, rows, out: str | None = None) -> str:
+    """Prints the markdown table of ``rows`` (and writes it to the ``prismatic-round`` section of ``out``,
+    e.g. benchmarks/RESULTS.md, with harness.write_section); returns the markdown."""
     import faiss
     import torch
 
-    print(f"\n### {title} ({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads "
-          f"{torch.get_num_threads()}, faiss {faiss.__version__}, load average {os.getloadavg()[0]:.1f})\n")
-    print("| stage | size | seconds |")
-    print("|---|---|---:|")
-    for name, size, sec in rows:
-        print(f"| {name} | {size} | {sec:.2f} |")
+    from harness import write_section
+
+    lines = [f"### {title}", "",
+             f"{time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+             f"torch threads {torch.get_num_threads()}, faiss {faiss.__version__}, load average "
+             f"{os.getloadavg()[0]:.1f}. Reproduce: `PRISM_SHARED_DATA=... python benchmarks/bench_prismatic.py "
+             f"--out benchmarks/RESULTS.md`.", "",
+             "| stage | size | seconds |", "|---|---|---:|"]
+    lines += [f"| {name} | {size} | {sec:.2f} |" for name, size, sec in rows]
     t = {name: sec for name, _, sec in rows}
     off = t["cluster: official loop (first-k seeds, torch Lloyd)"]
-    print(f"\nofficial loop / faiss k-means++: {off / t['cluster: faiss spherical k-means, k-means++ seeding']:.2f}x; "
-          f"official loop / faiss random seeding: {off / t['cluster: faiss spherical k-means, random seeding']:.2f}x "
-          "(objective = mean cosine of a row to its centroid, higher is better)")
+    lines += ["", f"official loop / faiss k-means++: {off / t['cluster: faiss spherical k-means, k-means++ seeding']:.2f}x; "
+              f"official loop / faiss random seeding: {off / t['cluster: faiss spherical k-means, random seeding']:.2f}x "
+              "(objective = mean cosine of a row to its centroid, higher is better)"]
+    text = "\n".join(lines)
+    print("\n" + text)
+    if out:
+        write_section(out, "prismatic-round", text)
+    return text
 
 
 def _cluster_only(args) -> int:
@@ -107,7 +119,7 @@ def _cluster_only(args) -> int:
 
     X = np.random.default_rng(0).standard_normal((args.pool_rows, args.k)).astype(np.float32)
     rows, _ = _cluster_stages(X, num_clusters(args.pool_rows), args.repeats)
-    _print(f"Prismatic clustering stages, {args.pool_rows} x {args.k} Gaussian stand-in sketches", rows)
+    _print(f"Prismatic clustering stages, {args.pool_rows} x {args.k} Gaussian stand-in sketches", rows)  # not written
     return 0
 
 
@@ -152,6 +164,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="runs of the clustering stages (median)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--quick", action="store_true", help="1,000 pool rows, 128 candidates, 1 repeat")
+    ap.add_argument("--out", default=None, metavar="MD",
+                    help="also write the table to the prismatic-round section of this file (benchmarks/RESULTS.md)")
     ap.add_argument("--cluster-only", action="store_true",
                     help="time only the clustering stages, on Gaussian stand-in sketches of the pool's shape "
                          "(k-means time hardly depends on the values; for a machine too busy to sketch 7k rows)")
@@ -235,7 +249,7 @@ def main(argv=None) -> int:
     rows.append(("filter: nearest centroid + live counts", f"{len(dec)} -> {sum(d.keep for d in dec)} kept", t_filter))
     rows.append(("pool G-Vendi (pk.vendi_score)", f"{gv:.2f}", t_gv))
 
-    _print(f"One Prismatic round, GSM8K pool of {n}", rows)
+    _print(f"One Prismatic round, GSM8K pool of {n}", rows, args.out)
     return 0
 
 
