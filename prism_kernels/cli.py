@@ -161,12 +161,7 @@ def _defaults_of(add_arguments) -> argparse.Namespace:
 def _cmd_score(args, console) -> int:
     from .score import score_dataset
 
-    try:  # transformers' own "Loading weights" bar would interleave with ours
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
+    _quiet_transformers()
     if args.threads:
         import torch
 
@@ -224,12 +219,23 @@ def _cmd_bench(args, console) -> int:
     return 1 if status else 0
 
 
+def _quiet_transformers() -> None:
+    """transformers' own "Loading weights" / "Writing model shards" bars would interleave with our output."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
 def _cmd_synth(args, console) -> int:
     import importlib
 
     if getattr(args, "loop", None) is None:
         raise _usage_error("prism synth needs a loop: prism synth prismatic ... or prism synth embedsdg ... "
                            "(see prism synth --help)")
+    _quiet_transformers()
     if args.demo:
         from .demo import synth as demo
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 
 class Progress:
-    """Two rich progress bars (plan, sketch) with rows/s and ETA; a no-op when disabled."""
+    """Rich progress bars (e.g. plan and sketch) with a count, a rate in ``unit``/s and an ETA; a no-op when
+    disabled."""
 
-    def __init__(self, enabled: bool, console=None):
+    def __init__(self, enabled: bool, console=None, unit: str = "rows"):
         self.enabled = enabled
+        self.unit = unit
         self._p = None
         self._tasks: dict[str, int] = {}
         if enabled:
@@ -15,7 +17,7 @@ class Progress:
                                        TextColumn, TimeElapsedColumn, TimeRemainingColumn)
 
             self._p = RichProgress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                   TextColumn("rows"), TaskProgressColumn(),
+                                   TextColumn(unit), TaskProgressColumn(),
                                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
                                    TimeRemainingColumn(), console=console, transient=False)
 
@@ -38,7 +40,17 @@ class Progress:
             tid = self._tasks[name]
             self._p.advance(tid, n)
             speed = self._p.tasks[[t.id for t in self._p.tasks].index(tid)].speed
-            self._p.update(tid, rate=f"{speed:,.1f} rows/s" if speed else "")
+            self._p.update(tid, rate=f"{speed:,.1f} {self.unit}/s" if speed else "")
+
+    def callback(self, name: str):
+        """A ``progress(done, total)`` callback (the generators' form) that moves bar ``name`` to ``done``."""
+        seen = [0]
+
+        def update(done: int, total: int) -> None:
+            if done > seen[0]:
+                self.advance(name, done - seen[0])
+                seen[0] = done
+        return update
 
 
 def print_summary(summary: dict, run_dir, console=None) -> None:

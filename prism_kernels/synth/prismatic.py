@@ -279,7 +279,7 @@ class PrismaticRun:
         score_dataset(a.pool, target, model=a.model, tokenizer=a.tokenizer, k=a.k, kind=a.kind, seed=a.seed,
                       params=a.params, max_length=a.max_length, batch_tokens=a.batch_tokens,
                       shard_rows=a.shard_rows, limit=a.limit, split=a.split, fields=a.fields, device=a.device,
-                      dtype=a.dtype, trust_remote_code=a.trust_remote_code, progress=False)
+                      dtype=a.dtype, trust_remote_code=a.trust_remote_code, progress=False if a.quiet else None)
         self.timings["pool_sketch_s"] = time.perf_counter() - t0
         return target
 
@@ -448,7 +448,7 @@ class PrismaticRun:
                 temperature=a.temperature, top_p=a.top_p, max_tokens=a.max_tokens,
                 seed=int(rng.integers(0, 2**31 - 1)), sample_index=0))
         t0 = time.perf_counter()
-        gens = generator.generate(requests)
+        gens = self._generate(generator, requests, f"round {r}: generate")
         tm["generate_s"] = time.perf_counter() - t0
         # parse
         cands, unparsable = [], 0
@@ -500,7 +500,7 @@ class PrismaticRun:
                                          temperature=a.answer_temperature, top_p=a.top_p, max_tokens=a.max_tokens,
                                          seed=a.synth_seed)
                 reqs.extend(base.samples(n))
-            sols = generator.generate(reqs)
+            sols = self._generate(generator, reqs, f"round {r}: answer check")
             for q, j in enumerate(passed):
                 answers = [parse_solution(fresh[j]["question"], g.text or "") for g in sols[q * n:(q + 1) * n]]
                 votes[j] = majority_vote(answers, reference=fresh[j]["final_answer"])
@@ -538,6 +538,16 @@ class PrismaticRun:
         self._candidates = (sk, np.array([_FATES.index(f["fate"]) for f in fates], np.int8))
         self._centroids = filt.centroids  # with the clusters that outliers opened
         return rec, kept, sk[kept_rows] if kept_rows else np.zeros((0, sk.shape[1]), np.float32), log
+
+    def _generate(self, generator, requests, label: str):
+        """``generator.generate(requests)`` with a progress bar (count, requests/s, ETA) on a terminal, unless
+        --quiet."""
+        from ..score.report import Progress
+
+        shown = not getattr(self.args, "quiet", False) and sys.stderr.isatty()
+        with Progress(shown, unit="requests") as bars:
+            bars.add("generate", label, len(requests))
+            return generator.generate(requests, progress=bars.callback("generate"))
 
     # -- files -------------------------------------------------------------------------------------------
     def _write_round(self, r, rec, kept, log, kept_sketches, centroids, counts, assignment, tm):
