@@ -59,13 +59,13 @@ def apply_settings(args, defaults, settings: dict) -> list[str]:
 def write_data(path: Path, rows: list[dict]) -> Path:
     """Writes ``rows`` as JSONL to ``path`` unless it already holds exactly that text (a rerun resumes: a
     rewritten file would count as changed data for the run directory)."""
-    from .problems import write_jsonl
+    from ..score.rundir import atomic_write
 
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     if path.exists() and path.read_text(encoding="utf-8") == text:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    return write_jsonl(path, rows)
+    return atomic_write(path, text)
 
 
 def _data_dir(out) -> Path:

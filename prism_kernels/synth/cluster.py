@@ -246,33 +246,22 @@ class SparseClusterFilter:
             opened, xs = [], normalize_rows(x)  # clusters opened by this call's outliers: (id, unit row)
         out = []
         for j, (c, s) in enumerate(zip(ids.tolist(), sim.tolist())):
-            if opened is not None and s < cut:  # outside every pool cluster: outliers cluster among themselves
-                nearest_sim = s
+            outlier = opened is not None and s < cut  # outside every pool cluster: outliers cluster among themselves
+            if outlier:
                 fresh = np.stack([row for _, row in opened]) @ xs[j] if opened else np.zeros(0, np.float32)
                 best = int(np.argmax(fresh)) if fresh.size else -1
                 if best >= 0 and fresh[best] >= cut:
                     c, s = opened[best][0], float(fresh[best])
-                else:
-                    c = self._open(xs[j]) if accept else -1
-                    if accept:
-                        opened.append((c, xs[j]))
-                    keep = self.threshold > 0
-                    if keep and accept:
-                        self.counts[c] += 1
-                    out.append(FilterDecision(c, float(nearest_sim), 0, 0, float(self.threshold), bool(keep), True))
-                    continue
-                now = int(self.counts[c])
-                keep = now < self.threshold
-                if keep and accept:
-                    self.counts[c] += 1
-                out.append(FilterDecision(c, float(s), int(self.before[c]), now, float(self.threshold), bool(keep),
-                                          True))
-                continue
-            now = int(self.counts[c])
+                elif accept:  # a cluster of its own, size 0; s stays the cosine to the nearest old cluster
+                    c = self._open(xs[j])
+                    opened.append((c, xs[j]))
+                else:  # a dry run: it would open one
+                    c = -1
+            now, before = (int(self.counts[c]), int(self.before[c])) if c >= 0 else (0, 0)
             keep = now < self.threshold
             if keep and accept:
                 self.counts[c] += 1
-            out.append(FilterDecision(c, float(s), int(self.before[c]), now, float(self.threshold), bool(keep)))
+            out.append(FilterDecision(c, float(s), before, now, float(self.threshold), bool(keep), outlier))
         return out
 
     def _open(self, unit_row: np.ndarray) -> int:

@@ -529,17 +529,10 @@ def _read_json(path):
         return json.load(f)
 
 
-def _lock(run: _Run):
-    """An exclusive lock on the run directory (one process per run directory); DataError when taken."""
-    from ..score.rundir import lock_directory
-
-    return lock_directory(run.root, "prism synth embedsdg")
-
-
 def _prepare_run(args, run: _Run, source: ExampleSource) -> dict:
     import shutil
 
-    from ..score.rundir import config_hash, write_json
+    from ..score.rundir import config_hash, lock_directory, write_json
 
     identity = _identity(args, source)
     digest = config_hash(identity)
@@ -550,7 +543,7 @@ def _prepare_run(args, run: _Run, source: ExampleSource) -> dict:
         else:
             raise _user_error()(f"--out {run.root}: not an EmbedSDG run directory (no config.json); "
                                 "refusing to delete it with --overwrite")
-    run.lock = _lock(run)  # held until this process ends (the OS releases it, even after kill -9)
+    run.lock = lock_directory(run.root, "prism synth embedsdg")  # released by the OS even after kill -9
     if config_path.exists():
         old = _read_json(config_path)
         if old.get("format") != RUN_FORMAT:

@@ -652,16 +652,15 @@ def compare_with_random_acceptance(run_dir, draws: int = 10, seed: int = 0) -> d
     _, base, _ = load_score_run(pool_run)
     rounds = [load_file(str(run / "rounds" / f"round-{r:05d}.safetensors")) for r in manifest["rounds"]]
     loop = float(pk.vendi_score(np.concatenate([base] + [f["kept_sketches"] for f in rounds])))
+    sketched = [np.flatnonzero(f["candidate_fate"] != _FATES.index("unsketchable")) for f in rounds]
+    kept = [int((f["candidate_fate"] == _FATES.index("kept")).sum()) for f in rounds]
     scores = []
     for t in range(int(draws)):
         rng = np.random.default_rng([seed, t])
-        picked = [base]
-        for f in rounds:
-            sketched = np.flatnonzero(f["candidate_fate"] != _FATES.index("unsketchable"))
-            n_kept = int((f["candidate_fate"] == _FATES.index("kept")).sum())
-            picked.append(f["candidate_sketches"][rng.choice(sketched, n_kept, replace=False)])
+        picked = [base] + [f["candidate_sketches"][rng.choice(rows, n, replace=False)]
+                           for f, rows, n in zip(rounds, sketched, kept)]
         scores.append(float(pk.vendi_score(np.concatenate(picked))))
     return {"initial": float(manifest["initial_pool_gvendi"]), "loop": loop, "random": scores,
             "random_mean": float(np.mean(scores)) if scores else float("nan"),
             "random_max": max(scores) if scores else float("nan"), "beats": sum(loop > s for s in scores),
-            "kept_per_round": [int((f["candidate_fate"] == 0).sum()) for f in rounds]}
+            "kept_per_round": kept}
