@@ -127,10 +127,6 @@ def train(args) -> None:
     print(f"corpus {len(corpus):,} chats, {sum(map(len, encoded)):,} tokens (max {max(map(len, encoded))}); "
           f"tokenizer {len(tokenizer):,} tokens; model {n_params:,} parameters")
 
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.01)
-    warmup = max(1, args.steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps)))
     # Batches of similar lengths (less padding): shuffle, sort within windows of 64 batches, shuffle batches.
     rng = random.Random(args.seed)
     order = list(range(len(encoded)))
@@ -139,26 +135,9 @@ def train(args) -> None:
     order = [i for w in range(0, len(order), window) for i in sorted(order[w:w + window], key=lambda i: len(encoded[i]))]
     batches = [order[b:b + args.batch] for b in range(0, len(order), args.batch)]
     rng.shuffle(batches)
-    pad = tokenizer.pad_token_id
-    model.train()
-    for step in range(args.steps):
-        rows = [encoded[i] for i in batches[step]]
-        width = max(map(len, rows))
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for b, r in enumerate(rows):
-            ids[b, :len(r)] = torch.tensor(r)
-            mask[b, :len(r)] = 1
-        labels = ids.masked_fill(mask == 0, -100)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        if step % 50 == 0 or step == args.steps - 1:
-            print(f"step {step:4d}  loss {loss.item():.4f}  lr {sched.get_last_lr()[0]:.2e}  "
-                  f"{time.perf_counter() - start:.0f} s", flush=True)
+    # The loss covers every non-padding token (each row's labels start at 0).
+    loss = adamw_steps(model, [[(encoded[i], 0) for i in b] for b in batches[:args.steps]], tokenizer.pad_token_id,
+                       args.lr, start, log_every=50)
     train_s = time.perf_counter() - start
 
     model.eval()
@@ -179,6 +158,39 @@ def train(args) -> None:
     print(f"check question: {check['question']}\nreference: {check['final_answer']}\ngreedy reply: {reply!r}")
     print(json.dumps({"params": n_params, "bytes": size, "train_seconds": round(train_s, 1),
                       "final_loss": round(loss.item(), 4), "vocab": len(tokenizer)}))
+
+
+def adamw_steps(model, batches: list[list[tuple[list[int], int]]], pad: int, lr: float, start: float,
+                log_every: int = 50) -> torch.Tensor:
+    """One AdamW step per batch (lr ``lr``, betas 0.9/0.95, weight decay 0.01, 5% linear warm-up then cosine
+    decay to 0 over ``len(batches)`` steps, gradient clipping 1.0). A batch is a list of ``(token ids, first
+    label)``: rows are right-padded with ``pad`` and the next-token loss covers each row's tokens from index
+    ``first`` on. Prints the loss every ``log_every`` steps (time since ``start``); returns the last loss."""
+    steps = len(batches)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
+    warmup = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    model.train()
+    for step, rows in enumerate(batches):
+        width = max(len(seq) for seq, _ in rows)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        labels = torch.full_like(ids, -100)
+        mask = torch.zeros_like(ids)
+        for b, (seq, first) in enumerate(rows):
+            ids[b, :len(seq)] = torch.tensor(seq)
+            mask[b, :len(seq)] = 1
+            labels[b, first:len(seq)] = ids[b, first:len(seq)]
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if step % log_every == 0 or step == steps - 1:
+            print(f"step {step:4d}  loss {loss.item():.4f}  lr {sched.get_last_lr()[0]:.2e}  "
+                  f"{time.perf_counter() - start:.0f} s", flush=True)
+    return loss
 
 
 def render_batch(tokenizer, rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

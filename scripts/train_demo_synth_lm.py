@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import shutil
 import sys
@@ -36,6 +35,9 @@ sys.path.insert(0, str(REPO))
 
 from prism_kernels.demo import DEMO_MODEL_DIR, DEMO_SYNTH_MODEL_DIR  # noqa: E402
 from prism_kernels.demo import problems  # noqa: E402
+
+sys.path.insert(0, str(REPO / "scripts"))
+from train_demo_lm import adamw_steps  # noqa: E402  (the training loop of the demo proxy)
 
 FORMAT_HINT_FIELDS = {"question": "<the new problem>", "answer": "<the step-by-step solution>",
                       "final_answer": "<the final answer only>"}
@@ -124,35 +126,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{len(chats):,} chats, {sum(len(i) for i, _ in encoded):,} tokens (max {max(len(i) for i, _ in encoded)})",
           flush=True)
 
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.01)
-    warmup = max(1, args.steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps)))
     rng = random.Random(args.seed)
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))  # batches of similar lengths
-    batches = [order[b:b + args.batch] for b in range(0, len(order), args.batch)]
+    batches = [[encoded[i] for i in order[b:b + args.batch]] for b in range(0, len(order), args.batch)]
     rng.shuffle(batches)
-    pad = tokenizer.pad_token_id
-    model.train()
-    for step in range(args.steps):
-        rows = [encoded[i] for i in batches[step]]
-        width = max(len(ids) for ids, _ in rows)
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        labels = torch.full_like(ids, -100)
-        mask = torch.zeros_like(ids)
-        for b, (seq, first) in enumerate(rows):
-            ids[b, :len(seq)] = torch.tensor(seq)
-            mask[b, :len(seq)] = 1
-            labels[b, first:len(seq)] = ids[b, first:len(seq)]
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        if step % 40 == 0 or step == args.steps - 1:
-            print(f"step {step:4d}  loss {loss.item():.4f}  lr {sched.get_last_lr()[0]:.2e}  "
-                  f"{time.perf_counter() - start:.0f} s", flush=True)
+    loss = adamw_steps(model, batches[:args.steps], tokenizer.pad_token_id, args.lr, start, log_every=40)
     train_s = time.perf_counter() - start
 
     model.eval()
