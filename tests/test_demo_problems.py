@@ -109,3 +109,18 @@ def test_training_corpus_covers_every_template():
 def test_bad_arguments_are_named(kwargs, needle):
     with pytest.raises(ValueError, match=needle):
         problems.demo_ladder(**kwargs)
+
+
+def test_demo_pool_is_skewed_and_deterministic():
+    from collections import Counter
+
+    rows = problems.demo_pool(4, 112, 8, 2, seed=0)
+    counts = Counter(r["template"] for r in rows)
+    assert len(rows) == 128 and set(counts) == set(range(12))
+    assert all(counts[t] == 28 for t in range(4)) and all(counts[t] == 2 for t in range(4, 12))
+    assert len({r["question"] for r in rows}) == 128  # distinct problems
+    assert rows == problems.demo_pool(4, 112, 8, 2, seed=0) and rows != problems.demo_pool(4, 112, 8, 2, seed=1)
+    with pytest.raises(ValueError, match="dense_rows"):
+        problems.demo_pool(dense_rows=0)
+    with pytest.raises(ValueError, match="dense_templates \\+ rare_templates"):
+        problems.demo_pool(dense_templates=60, rare_templates=8)
